@@ -1,0 +1,2 @@
+"""Models with a leading member axis. Importing this package registers every model."""
+from ftcore.models.mlp import PackedMLP, build_model  # noqa: F401

@@ -1,0 +1,3 @@
+"""Tasks. Importing this package registers every task."""
+from ftcore.tasks import ftc_relabel, lora_teacher  # noqa: F401
+from ftcore.tasks.base import Task  # noqa: F401

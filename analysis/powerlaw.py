@@ -1,0 +1,124 @@
+"""Power-law fit y = a * x^b by least squares in log-log space, with a conservative 95% interval.
+
+With u_i = log x_i, v_i = log y_i (natural logs), OLS on v = alpha + b u gives
+
+    b = sum (u_i - u_bar)(v_i - v_bar) / sum (u_i - u_bar)^2,   alpha = v_bar - b u_bar  (= log a),
+    se(b) = sqrt( sum r_i^2 / (n - 2) / sum (u_i - u_bar)^2 ),   r_i = v_i - alpha - b u_i,
+    R^2 = 1 - sum r_i^2 / sum (v_i - v_bar)^2.
+
+Interval: the union (min of lows, max of highs) of
+  (i)  the t-interval  b +- t_{0.975, n-2} se(b), and
+  (ii) when bootstrap replicates of the y values are given (e.g. the capacity thresholds recomputed
+       on resampled seeds, `analysis.thresholds`), the 2.5/97.5 percentiles of b refitted on each
+       replicate. (i) knows the scatter of the points about the line, (ii) the seed noise of each
+       point; with 3-6 discretised points neither alone is trustworthy, so we take both.
+Fewer than 3 finite positive points, or a single distinct x, gives a result of NaNs and a `reason`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats
+
+MIN_POINTS = 3
+
+
+@dataclass(frozen=True)
+class PowerLawFit:
+    """y = exp(intercept) * x^exponent; ci_* is the 95% (by default) interval of the exponent."""
+    exponent: float
+    intercept: float          # alpha = log a (natural log)
+    ci_low: float
+    ci_high: float
+    n_points: int
+    r2: float
+    method: str
+    t_ci: tuple[float, float] = (math.nan, math.nan)
+    boot_ci: tuple[float, float] = (math.nan, math.nan)
+    n_boot_used: int = 0
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+    @property
+    def prefactor(self) -> float:
+        return math.exp(self.intercept) if math.isfinite(self.intercept) else math.nan
+
+    def predict(self, x) -> np.ndarray:
+        return self.prefactor * np.asarray(x, dtype=float) ** self.exponent
+
+    def contains(self, slope: float) -> bool:
+        return bool(self.ci_low <= slope <= self.ci_high)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _failed(n: int, reason: str) -> PowerLawFit:
+    nan = math.nan
+    return PowerLawFit(nan, nan, nan, nan, n, nan, "ols-loglog", reason=reason)
+
+
+def _ols(u: np.ndarray, v: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Slopes of weighted OLS of v on u along the last axis (w in {0,1} masks points out)."""
+    with np.errstate(invalid="ignore", divide="ignore"):  # an all-masked row gives NaN, filtered by callers
+        sw = w.sum(-1, keepdims=True)
+        ub = (w * u).sum(-1, keepdims=True) / sw
+        vb = (w * v).sum(-1, keepdims=True) / sw
+        sxx = (w * (u - ub) ** 2).sum(-1)
+        return (w * (u - ub) * (v - vb)).sum(-1) / sxx
+
+
+def bootstrap_slopes(x, replicates) -> np.ndarray:
+    """Slope refitted on each replicate column of `replicates` (n_points, B); replicates where fewer
+    than 3 finite positive points remain (censored replicate values are dropped) are skipped."""
+    u = np.log(np.asarray(x, dtype=float))[:, None]
+    r = np.asarray(replicates, dtype=float)
+    good = np.isfinite(r) & (r > 0)
+    v = np.log(np.where(good, r, 1.0))
+    w = good.astype(float)
+    n_ok = good.sum(0)
+    distinct = np.where(good, u, -np.inf).max(0) > np.where(good, u, np.inf).min(0)  # >= 2 distinct x
+    slopes = _ols(u.T.repeat(r.shape[1], 0), v.T, w.T)
+    return slopes[(n_ok >= MIN_POINTS) & distinct & np.isfinite(slopes)]
+
+
+def fit_powerlaw(x, y, *, replicates=None, level: float = 0.95) -> PowerLawFit:
+    """Fit y = a x^b on the points with finite positive x and y (see module docstring).
+
+    replicates: optional (len(x), B) array of bootstrap replicates of y, row-aligned with x.
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    n = int(keep.sum())
+    if n < MIN_POINTS:
+        return _failed(n, f"needs >= {MIN_POINTS} finite positive points, got {n}")
+    u, v = np.log(x[keep]), np.log(y[keep])
+    if np.unique(u).size < 2:
+        return _failed(n, "all x values are equal")
+    b = float(_ols(u, v, np.ones_like(u)))
+    alpha = float(v.mean() - b * u.mean())
+    resid = v - alpha - b * u
+    sxx = float(((u - u.mean()) ** 2).sum())
+    ssr, sst = float((resid ** 2).sum()), float(((v - v.mean()) ** 2).sum())
+    se = math.sqrt(ssr / (n - 2) / sxx)
+    tq = float(stats.t.ppf(0.5 + level / 2, n - 2))
+    t_ci = (b - tq * se, b + tq * se)
+    r2 = 1 - ssr / sst if sst > 0 else math.nan
+    lo, hi, boot_ci, n_used, method = *t_ci, (math.nan, math.nan), 0, "ols-loglog; t-interval"
+    if replicates is not None:
+        reps = np.asarray(replicates, dtype=float)
+        if reps.ndim != 2 or reps.shape[0] != len(x):
+            raise ValueError(f"replicates must be (len(x), B) = ({len(x)}, B), got {reps.shape}")
+        slopes = bootstrap_slopes(x[keep], reps[keep])
+        n_used = int(slopes.size)
+        if n_used:
+            alpha_q = 100 * (1 - level) / 2
+            boot_ci = tuple(float(q) for q in np.percentile(slopes, [alpha_q, 100 - alpha_q]))
+            lo, hi = min(lo, boot_ci[0]), max(hi, boot_ci[1])
+            method = f"ols-loglog; union of t-interval and seed-bootstrap percentile interval (B={reps.shape[1]})"
+    return PowerLawFit(b, alpha, float(lo), float(hi), n, float(r2), method, t_ci, boot_ci, n_used)

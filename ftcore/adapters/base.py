@@ -1,0 +1,68 @@
+"""The adapter interface (peft `LoraLayer`, litgpt `LoRALinear`): wrap a frozen base, add a delta, start at zero.
+
+An adapter module *is* the adapted model: `adapter(x)` = base with each layer's affine map replaced by
+`self.linear(l, h)`, followed by `self.output(x, y)`. At step 0 it equals the base exactly. Parameters
+carry the member axis E; heterogeneous capacities (rank, width) inside a pack are masks over a padded
+maximum, so masked columns get exactly zero gradient and member e computes exactly its own adapter.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Adapter(nn.Module):
+    Config = None
+    per_member: tuple = ()
+    capacity_field: str | None = None      # the config field a capacity search may vary
+
+    def __init__(self, cfgs: list, base: nn.Module, in_dim: int, out_dim: int, gens: list[torch.Generator]):
+        super().__init__()
+        self.cfgs, self.base, self.E = cfgs, base.freeze(), len(cfgs)
+        self.in_dim, self.out_dim = in_dim, out_dim
+
+    @staticmethod
+    def check_compatible(cfg, model_cfg, io_dims) -> None:
+        """Raise ValueError for combinations no member could run (e.g. rank > width)."""
+
+    @classmethod
+    def size(cls, cfg) -> int:
+        """Capacity used to bucket members into packs with little padding (1 when fixed)."""
+        return int(getattr(cfg, cls.capacity_field)) if cls.capacity_field else 1
+
+    def linear(self, l: int, h: torch.Tensor) -> torch.Tensor:
+        return self.base.linear(l, h)
+
+    def output(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return y
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (E, B, in) -> (E, B, out)."""
+        return self.output(x, self.base(x, linear=self.linear))
+
+    def n_trainable(self) -> list[int]:
+        """Trainable parameters per member, counting only unmasked entries."""
+        raise NotImplementedError
+
+    def delta_weight(self, l: int):
+        """(dW (E, in, out) or None, db (E, out) or None) for mergeable adapters; None if not mergeable."""
+        return None
+
+
+def capacity_mask(sizes: list[int], max_size: int) -> torch.Tensor:
+    """(E, max_size) float mask with ones in the first sizes[e] columns."""
+    idx = torch.arange(max_size)
+    return (idx[None, :] < torch.tensor(sizes)[:, None]).float()
+
+
+def pad_stack(blocks: list[torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
+    """Zero-pad each member's own-size block to `shape` (top-left aligned) and stack -> (E, *shape)."""
+    out = torch.zeros(len(blocks), *shape)
+    for e, blk in enumerate(blocks):
+        out[(e,) + tuple(slice(0, s) for s in blk.shape)] = blk
+    return out
+
+
+def build_adapter(cfgs: list, base: nn.Module, in_dim: int, out_dim: int, gens) -> Adapter:
+    from ftcore.registry import ADAPTERS
+    return ADAPTERS.get_entry(cfgs[0].name)(cfgs, base, in_dim, out_dim, gens)

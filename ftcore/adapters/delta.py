@@ -1,0 +1,105 @@
+"""Baselines that tune base weights directly, as zero-initialised additive deltas (so adapted == base at 0).
+
+* `full`: every weight and bias (full fine-tuning).
+* `last_layers`: the last `n_layers` layers fully ("final layers tuning", `method flt` in the LoRA paper's code).
+* `bias_only`: every bias only (BitFit-style; the rank-0 reference of the LoRA paper's runs).
+Layer l computes h (W_l + ΔW_l) + (b_l + Δb_l); `delta_weight(l)` returns (ΔW_l, Δb_l).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ftcore.adapters.base import Adapter
+from ftcore.config import check
+from ftcore.registry import ADAPTERS
+
+
+class DeltaAdapter(Adapter):
+    """Trainable zero deltas on the weights of `weight_layers()` and the biases of `bias_layers()`."""
+
+    def weight_layers(self) -> list[int]:
+        raise NotImplementedError
+
+    def bias_layers(self) -> list[int]:
+        return self.weight_layers()
+
+    def __init__(self, cfgs, base, in_dim, out_dim, gens):
+        super().__init__(cfgs, base, in_dim, out_dim, gens)
+        self.dW, self.db = nn.ParameterDict(), nn.ParameterDict()
+        for l in self.weight_layers():
+            self.dW[str(l)] = nn.Parameter(torch.zeros_like(base.weights[l]))        # (E, in, out)
+        for l in self.bias_layers():
+            if base.biases is not None:
+                self.db[str(l)] = nn.Parameter(torch.zeros_like(base.biases[l]))     # (E, out)
+
+    def linear(self, l, h):
+        return self.base.linear(l, h, dW=self.dW[str(l)] if str(l) in self.dW else None,
+                                db=self.db[str(l)] if str(l) in self.db else None)
+
+    def delta_weight(self, l):
+        return (self.dW[str(l)] if str(l) in self.dW else None, self.db[str(l)] if str(l) in self.db else None)
+
+    def n_trainable(self):
+        n = sum(p[0].numel() for p in self.parameters() if p.requires_grad)
+        return [n] * self.E
+
+
+@dataclass
+class FullConfig:
+    name: str = "full"
+    per_member = ()
+
+
+@ADAPTERS.register("full")
+class Full(DeltaAdapter):
+    Config = FullConfig
+
+    def weight_layers(self):
+        return list(range(self.base.depth))
+
+
+@dataclass
+class LastLayersConfig:
+    name: str = "last_layers"
+    n_layers: int = 1
+    per_member = ()
+
+    def __post_init__(self):
+        check(self.n_layers >= 1, "adapter.n_layers", ">= 1", self.n_layers)
+
+
+@ADAPTERS.register("last_layers")
+class LastLayers(DeltaAdapter):
+    Config = LastLayersConfig
+
+    @staticmethod
+    def check_compatible(cfg, model_cfg, io_dims):
+        check(cfg.n_layers <= model_cfg.depth, "adapter.n_layers", f"<= model.depth={model_cfg.depth}", cfg.n_layers)
+
+    def weight_layers(self):
+        L = self.base.depth
+        return list(range(L - self.cfgs[0].n_layers, L))
+
+
+@dataclass
+class BiasOnlyConfig:
+    name: str = "bias_only"
+    per_member = ()
+
+
+@ADAPTERS.register("bias_only")
+class BiasOnly(DeltaAdapter):
+    Config = BiasOnlyConfig
+
+    @staticmethod
+    def check_compatible(cfg, model_cfg, io_dims):
+        check(model_cfg.bias, "adapter.name", "an adapter other than bias_only when model.bias is false", cfg.name)
+
+    def weight_layers(self):
+        return []
+
+    def bias_layers(self):
+        return list(range(self.base.depth))

@@ -1,0 +1,111 @@
+"""`fit()`: the packed training loop — one visible loop for E member runs (nanoGPT `train.py` style).
+
+All members of a pack share shapes and take one optimizer step together; each keeps its own seed, lr,
+weight decay, early stop and divergence mask:
+
+* a member whose task success metric becomes true (e.g. `fit/success`) stops: frozen from then on,
+  its final metrics are those at that evaluation (`train.early_stop`);
+* a member whose loss or metrics become NaN/inf is marked `diverged` and frozen; the others go on;
+* the loop ends when no member is active or the step budget is spent.
+
+`train.method: construction` runs the task's exact construction in float64 instead of training.
+No Ray here: progress goes through the single `report(step, info)` callable.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+import ftcore.adapters  # noqa: F401  (registers adapters)
+import ftcore.models  # noqa: F401
+import ftcore.tasks  # noqa: F401
+from ftcore.adapters.base import build_adapter
+from ftcore.config import MemberConfig
+from ftcore.optim import PackedAdamW
+from ftcore.registry import TASKS
+from ftcore.seeding import generators
+
+
+@dataclass
+class MemberResult:
+    run_id: str
+    status: str                       # ok | diverged | failed
+    metrics: dict[str, float]         # final metrics (slash names)
+    steps: int                        # optimizer steps this member took
+    n_trainable: int
+    curve: list[dict] = field(default_factory=list)   # [{"step": s, metric: value, ...}]
+
+
+def schedule(kind: str, step: int, steps: int) -> float:
+    """Learning-rate factor: constant, or cosine decay to 0 over the budget."""
+    return 1.0 if kind == "constant" else 0.5 * (1 + math.cos(math.pi * step / max(steps, 1)))
+
+
+def check_pack(members: list[MemberConfig]) -> None:
+    keys = {m.pack_key() for m in members}
+    if len(keys) != 1:
+        raise ValueError("a pack's members must agree outside their per-member fields (seed, lr, rank, ...)")
+
+
+def build_pack(members: list[MemberConfig], dtype: torch.dtype):
+    """-> (task, adapted model) for the pack, in `dtype`."""
+    c0, seeds = members[0], [m.seed for m in members]
+    task = TASKS.get_entry(c0.task.name)([m.task for m in members], c0.model, seeds)
+    base = task.build_base()
+    in_dim, out_dim = task.io_dims(c0.task, c0.model)
+    model = build_adapter([m.adapter for m in members], base, in_dim, out_dim, generators(seeds, "adapter"))
+    return task.to(dtype), model.to(dtype)
+
+
+def fit(members: list[MemberConfig], report=None) -> list[MemberResult]:
+    check_pack(members)
+    c0, E = members[0], len(members)
+    construction = c0.train.method == "construction"
+    task, model = build_pack(members, torch.float64 if construction else torch.float32)
+    steps = 0 if construction else c0.train.steps
+    if construction:
+        task.construct(model)
+    opt = PackedAdamW([p for p in model.parameters() if p.requires_grad],
+                      lr=[m.train.lr for m in members], weight_decay=[m.train.weight_decay for m in members],
+                      grad_clip=[m.train.grad_clip for m in members])
+    active = torch.ones(E, dtype=torch.bool)
+    status, stopped = ["ok"] * E, [steps] * E
+    final: list[dict] = [{} for _ in range(E)]
+    curves: list[list[dict]] = [[] for _ in range(E)]
+    last_loss = torch.full((E,), float("nan"))
+    success_key = task.success_metric if c0.train.early_stop else None
+
+    for step in range(steps + 1):
+        if step % c0.train.eval_every == 0 or step == steps:
+            metrics = task.evaluate(model)
+            if "train/loss" not in metrics and step > 0:
+                metrics["train/loss"] = last_loss.to(next(iter(metrics.values())))
+            finite = torch.stack([v.isfinite() for v in metrics.values()]).all(0)
+            for e in torch.nonzero(active).flatten().tolist():
+                row = {k: float(v[e]) for k, v in metrics.items()}
+                curves[e].append({"step": step, **row})
+                final[e] = row
+                if not finite[e]:
+                    status[e], stopped[e], active[e] = "diverged", step, False
+                elif success_key and row.get(success_key, 0.0) > 0.5:
+                    stopped[e], active[e] = step, False
+            if report is not None:
+                report(step, {"active": int(active.sum()), "of": E})
+            if step == steps or not bool(active.any()):
+                break
+        x, y, w = task.batch(step)
+        loss = task.loss(model(x), y, w)                                          # (E,)
+        last_loss = loss.detach()
+        bad = active & ~loss.isfinite()
+        for e in torch.nonzero(bad).flatten().tolist():
+            status[e], stopped[e], active[e] = "diverged", step, False
+            final[e] = {**final[e], "train/loss": float("nan")}
+        opt.zero_grad()
+        torch.where(active, loss, torch.zeros_like(loss)).sum().backward()
+        opt.step(active, schedule(c0.train.schedule, step, steps))
+
+    n_tr = model.n_trainable()
+    return [MemberResult(m.run_id(), status[e], final[e], stopped[e], n_tr[e], curves[e]) for e, m in enumerate(members)]

@@ -1,0 +1,72 @@
+"""The task interface: a task owns its data, its loss and its metrics, for a whole pack at once.
+
+Every tensor carries the member axis E first. Sampling uses per-member generators (ftcore.seeding):
+no global RNG (DESIGN.md §5). `batch(step)` returns x (E, B, in), y (E, B, out) and per-sample weights
+w (E, B) that sum to 1 over each member's real samples (padding rows weigh 0), so members with
+different data sizes share a pack.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class Task:
+    Config = None
+    per_member: tuple = ()
+    success_metric: str | None = None     # boolean metric that ends a member early (fit/success)
+
+    def __init__(self, cfgs: list, model_cfg, seeds: list[int]):
+        self.cfgs, self.model_cfg, self.seeds, self.E = cfgs, model_cfg, seeds, len(cfgs)
+        self.dtype = torch.float32
+
+    # -- static checks and sizes (used before any tensor exists) ------------------------------------
+    @staticmethod
+    def io_dims(cfg, model_cfg) -> tuple[int, int]:
+        raise NotImplementedError
+
+    @staticmethod
+    def check_compatible(cfg, model_cfg, adapter_cfg, train_cfg) -> None:
+        """Raise ValueError for cross-section impossibilities."""
+
+    @classmethod
+    def rows(cls, cfg) -> int:
+        """Training rows per step for one member: used to bucket packs with little padding."""
+        return 1
+
+    # -- the pack ----------------------------------------------------------------------------------
+    def build_base(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def to(self, dtype: torch.dtype) -> "Task":
+        """Cast every floating tensor attribute (data) to dtype."""
+        self.dtype = dtype
+        for k, v in vars(self).items():
+            if isinstance(v, torch.Tensor) and v.is_floating_point():
+                setattr(self, k, v.to(dtype))
+        return self
+
+    def batch(self, step: int):
+        raise NotImplementedError
+
+    @staticmethod
+    def loss(pred: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Weighted mean squared error per member: Σ_b w_b · mean_o (pred − y)²  -> (E,)."""
+        return (w * (pred - y).pow(2).mean(-1)).sum(-1)
+
+    def evaluate(self, model) -> dict[str, torch.Tensor]:
+        """Metrics, each a tensor (E,), slash-named (`fit/max_err`, `test/mse`)."""
+        raise NotImplementedError
+
+    def construct(self, model) -> None:
+        raise ValueError(f"train.method: 'construction' is not available for task '{self.registry_name}'")
+
+
+def pad_rows(blocks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack per-member (n_e, ...) blocks into (E, max n, ...) plus weights (E, max n) = 1/n_e on real rows."""
+    n_max = max(b.shape[0] for b in blocks)
+    out = torch.zeros(len(blocks), n_max, *blocks[0].shape[1:], dtype=blocks[0].dtype)
+    w = torch.zeros(len(blocks), n_max)
+    for e, b in enumerate(blocks):
+        out[e, : b.shape[0]] = b
+        w[e, : b.shape[0]] = 1.0 / b.shape[0]
+    return out, w

@@ -1,0 +1,100 @@
+"""`ftc_relabel`: Fine-Tuning Capacity (Sohn, Kwon, An, Lee, "Memorization Capacity for Additive
+Fine-Tuning with Small ReLU Networks", UAI 2024, arXiv 2408.00359; papers.md §1).
+
+A frozen network f: R^d -> R and K samples x_j ~ N(0, I_d) with pre-training labels y_j = f(x_j). N of
+the K samples (chosen uniformly) get new labels y'_j = f(x_j) + r_j with r_j ~ N(0, 1) (or ±1); the other
+K − N keep y'_j = f(x_j). The adapter (f + g) must fit all K points:
+
+    success  ⇔  max_j |(f + g)(x_j) − y'_j| < tol        (metrics `fit/max_err`, `fit/success`)
+
+Only the residual r matters, so f's architecture is irrelevant to the capacity question; f is still a
+real frozen `mlp` (R^d -> R) so the full model f + g is what is trained and measured. Training is
+full-batch (all K points every step), the protocol of the calibration in papers.md §1(c).
+K is `task.k`, or ⌈k_per_n · N⌉ when `k: 0` (gradient-trained capacity grows with K, so the shipped sweep
+ties K to N; the constructive bound does not depend on K).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ftcore.config import check
+from ftcore.models.mlp import build_model
+from ftcore.registry import TASKS
+from ftcore.seeding import generators
+from ftcore.tasks.base import Task, pad_rows
+
+LABELS = ("gaussian", "rademacher")
+
+
+@dataclass
+class FtcConfig:
+    name: str = "ftc_relabel"
+    dim: int = 8            # d
+    n: int = 16             # N relabelled samples
+    k: int = 0              # K samples in all; 0 = ceil(k_per_n * n), resolved at construction
+    k_per_n: float = 2.0
+    tol: float = 0.1        # success threshold on the max error over all K points
+    labels: str = "gaussian"
+
+    per_member = ("n", "k")
+
+    def __post_init__(self):
+        check(self.dim >= 1, "task.dim", ">= 1", self.dim)
+        check(self.n >= 1, "task.n", ">= 1", self.n)
+        check(self.k >= 0, "task.k", ">= 0 (0 = k_per_n * n)", self.k)
+        check(self.k_per_n >= 1, "task.k_per_n", ">= 1", self.k_per_n)
+        if self.k == 0:
+            self.k = math.ceil(self.k_per_n * self.n)
+        check(self.n <= self.k, "task.n", f"<= task.k={self.k} (N of the K samples are relabelled)", self.n)
+        check(self.tol > 0, "task.tol", "> 0", self.tol)
+        check(self.labels in LABELS, "task.labels", f"one of {', '.join(LABELS)}", self.labels)
+
+
+@TASKS.register("ftc_relabel")
+class FtcRelabel(Task):
+    Config = FtcConfig
+    per_member = FtcConfig.per_member
+    success_metric = "fit/success"
+
+    @staticmethod
+    def io_dims(cfg, model_cfg):
+        return cfg.dim, 1
+
+    @classmethod
+    def rows(cls, cfg):
+        return cfg.k
+
+    def build_base(self):
+        c0 = self.cfgs[0]
+        f = build_model(self.model_cfg, c0.dim, 1, generators(self.seeds, "base")).freeze()
+        xs, ys = [], []
+        for cfg, g in zip(self.cfgs, generators(self.seeds, "data")):
+            x = torch.randn(cfg.k, cfg.dim, generator=g)                              # (K, d)
+            idx = torch.randperm(cfg.k, generator=g)[: cfg.n]
+            r = torch.randn(cfg.n, generator=g) if cfg.labels == "gaussian" else \
+                torch.randint(0, 2, (cfg.n,), generator=g).float() * 2 - 1
+            res = torch.zeros(cfg.k)
+            res[idx] = r
+            xs.append(x)
+            ys.append(res.unsqueeze(-1))
+        self.x, self.w = pad_rows(xs)                                                  # (E, K, d), (E, K)
+        residual, _ = pad_rows(ys)                                                     # (E, K, 1)
+        with torch.no_grad():
+            self.y = f(self.x) + residual                                              # y' = f(x) + r
+        self.valid = self.w > 0
+        self.tol = torch.tensor([c.tol for c in self.cfgs])
+        return f
+
+    def batch(self, step):
+        return self.x, self.y, self.w
+
+    @torch.no_grad()
+    def evaluate(self, model):
+        err = (model(self.x) - self.y).abs().squeeze(-1)                                # (E, K)
+        max_err = torch.where(self.valid, err, torch.zeros_like(err)).amax(-1)
+        max_err = torch.where(err.isfinite().all(-1), max_err, torch.full_like(max_err, float("nan")))
+        return {"fit/max_err": max_err, "fit/success": (max_err < self.tol.to(max_err)).to(max_err),
+                "train/loss": (self.w * err.pow(2)).sum(-1)}

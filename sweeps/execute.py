@@ -1,0 +1,83 @@
+"""Run one Tune trial's packs inside a worker and write their records (no Ray in this module).
+
+A trial payload is a list of packs, each a list of member payloads {"config": nested member config,
+"meta": {group, round, ...}}. Each pack is trained by `ftcore.fit`; every member gets its row in
+`runs/`, its curve in `curves/` (one Parquet part per trial, written atomically by the sink, so a retried
+trial replaces its own part) and its TensorBoard run. The rows are returned for the searcher.
+"""
+from __future__ import annotations
+
+import math
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+import ftcore
+from ftcore.config import member_from_dict
+from kernels.dispatch import active_impl
+from sweeps.sink import SCHEMA_VERSION, ResultSink
+from sweeps.tensorboard import write_run_events
+
+
+def _versions() -> dict:
+    try:
+        import ray
+        ray_version = ray.__version__
+    except ImportError:
+        ray_version = ""
+    return {"ftcore_version": ftcore.__version__, "torch_version": torch.__version__, "ray_version": ray_version}
+
+
+def _clean(v):
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
+def run_pack(pack: list[dict], sweep_meta: dict, trial_id: str, impl: str) -> tuple[list[dict], list[dict]]:
+    members = [member_from_dict(p["config"]) for p in pack]
+    t0 = time.perf_counter()
+    results = ftcore.fit(members)
+    wall = time.perf_counter() - t0
+    runs, curves = [], []
+    for p, m, r in zip(pack, members, results):
+        runs.append({"run_id": r.run_id, **sweep_meta, "trial_id": trial_id, **p["meta"], **m.flat(),
+                     **{k: _clean(v) for k, v in r.metrics.items()}, "status": r.status, "steps": r.steps,
+                     "n_trainable": r.n_trainable, "wall_s": wall / len(members), "pack_size": len(members),
+                     "kernels_impl": impl, "node": platform.node(), **_versions(), "schema_version": SCHEMA_VERSION})
+        curves += [{"run_id": r.run_id, **{k: _clean(v) for k, v in row.items()}} for row in r.curve]
+    return runs, curves
+
+
+def execute_trial(packs: list[list[dict]], out_dir: str, trial_id: str, sweep_meta: dict) -> list[dict]:
+    impl = active_impl()
+    runs, curves = [], []
+    for pack in packs:
+        r, c = run_pack(pack, sweep_meta, trial_id, impl)
+        runs += r
+        curves += c
+    ResultSink(out_dir).write_pack(trial_id, runs, curves)
+    write_tensorboard(Path(out_dir) / "tb", runs, curves)
+    return runs
+
+
+def write_tensorboard(tb_root: Path, runs: list[dict], curves: list[dict]) -> None:
+    by_run: dict[str, list[dict]] = {}
+    for c in curves:
+        by_run.setdefault(c["run_id"], []).append({k: v for k, v in c.items() if k != "run_id"})
+    for row in runs:
+        hparams = {k: v for k, v in row.items() if k.split(".")[0] in ("model", "adapter", "task", "train") or k == "seed"}
+        final = {k: v for k, v in row.items() if "/" in k and isinstance(v, (int, float))}
+        write_run_events(tb_root, row["run_id"], by_run.get(row["run_id"], []), hparams, final,
+                         status=row["status"], group=row.get("group", ""))
+
+
+def failed_rows(packs: list[list[dict]], sweep_meta: dict, trial_id: str, reason: str) -> list[dict]:
+    """Rows for members of a trial that failed after all retries: status `failed`, no metrics."""
+    rows = []
+    for pack in packs:
+        for p in pack:
+            m = member_from_dict(p["config"])
+            rows.append({"run_id": m.run_id(), **sweep_meta, "trial_id": trial_id, **p["meta"], **m.flat(),
+                         "status": "failed", "error": reason[:500], "schema_version": SCHEMA_VERSION})
+    return rows

@@ -1,0 +1,57 @@
+"""Pack planner: a round's member runs -> Tune trials -> packs (DESIGN.md §3).
+
+* A pack holds members with the same pack key (shapes and everything else that is not per-member);
+  within a key, members are sorted by cost (rows per step × capacity) and greedily packed while the
+  padded cost E · max rows · max capacity stays within `max_waste` × the members' own total cost.
+  Padding a whole round to the largest (K, width) instead would cost ~10× on the FTC sweep.
+* Packs are spread over `n_slots` trials (the concurrent worker slots of the cluster), largest first,
+  each trial holding at most `pack_size` members, so every core is busy but there are as few
+  Ray Train start-ups (8–16 s each on 2 CPUs) as possible.
+"""
+from __future__ import annotations
+
+import math
+
+from ftcore.registry import ADAPTERS, TASKS
+
+
+def member_cost(member) -> tuple[int, int]:
+    rows = TASKS.get_entry(member.task.name).rows(member.task)
+    size = ADAPTERS.get_entry(member.adapter.name).size(member.adapter)
+    return rows, max(size, 1)
+
+
+def plan_packs(members: list, max_waste: float = 1.5, pack_size: int = 256) -> list[list[int]]:
+    """Indices of `members` grouped into packs."""
+    by_key: dict[tuple, list[int]] = {}
+    for i, m in enumerate(members):
+        by_key.setdefault(m.pack_key(), []).append(i)
+    packs = []
+    for idx in by_key.values():
+        idx.sort(key=lambda i: (member_cost(members[i])[0] * member_cost(members[i])[1], i))
+        cur, own, mr, ms = [], 0, 0, 0
+        for i in idx:
+            r, s = member_cost(members[i])
+            nr, ns = max(mr, r), max(ms, s)
+            if cur and (len(cur) >= pack_size or (len(cur) + 1) * nr * ns > max_waste * (own + r * s)):
+                packs.append(cur)
+                cur, own, nr, ns = [], 0, r, s
+            cur.append(i)
+            own, mr, ms = own + r * s, nr, ns
+        packs.append(cur)
+    return packs
+
+
+def plan_trials(members: list, n_slots: int, pack_size: int = 256, max_waste: float = 1.5) -> list[list[list[int]]]:
+    """-> trials, each a list of packs (lists of member indices)."""
+    packs = plan_packs(members, max_waste, pack_size)
+    cost = lambda p: sum(member_cost(members[i])[0] * member_cost(members[i])[1] for i in p)  # noqa: E731
+    n_trials = max(math.ceil(len(members) / pack_size), min(n_slots, len(packs)), 1)
+    trials: list[list[list[int]]] = [[] for _ in range(n_trials)]
+    load = [0.0] * n_trials
+    for p in sorted(packs, key=cost, reverse=True):
+        fits = [t for t in range(n_trials) if sum(map(len, trials[t])) + len(p) <= pack_size] or list(range(n_trials))
+        t = min(fits, key=lambda t: load[t])
+        trials[t].append(p)
+        load[t] += cost(p)
+    return [t for t in trials if t]

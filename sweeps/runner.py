@@ -1,0 +1,144 @@
+"""Drive a sweep on Ray Tune: rounds from a search, packed into trials, run in Ray Train workers.
+
+`PackSearcher` is a Tune `Searcher` over *rounds*: `suggest` hands out the current round's trials and
+answers None (wait) until they have all completed, then asks the search for the next round, and
+FINISHED when there is none. One Tune experiment runs the whole sweep (actor reuse, one place for
+failure handling: a trial that still fails after `execution.max_failures` retries has its members
+recorded as `failed`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import ray
+import ray.tune
+from ray.tune.search import Searcher
+
+from sweeps.execute import failed_rows
+from sweeps.plan import plan_trials
+from sweeps.search.base import make_search
+from sweeps.sink import ResultSink
+from sweeps.spec import SweepSpec
+from sweeps.trainable import DRIVER_CPU, pack_driver
+
+
+def sweep_meta(spec: SweepSpec) -> dict:
+    """Columns every run row of this sweep carries (search and report hints for `analysis`)."""
+    s, r = spec.search, spec.report
+    return {"sweep": spec.name, "search.kind": s.kind, "search.param": s.param, "search.success": s.success,
+            "search.quorum": s.quorum, "report.kind": r.kind, "report.x": r.x, "report.y": r.y,
+            "report.select": r.select, "report.curve_by": ",".join(r.curve_by),
+            "report.panel_by": ",".join(r.panel_by), "report.theory": json.dumps(r.theory)}
+
+
+class PackSearcher(Searcher):
+    def __init__(self, spec: SweepSpec, out_dir: Path, n_slots: int, progress):
+        super().__init__(metric="n_runs", mode="max")
+        self.spec, self.out, self.n_slots, self.progress = spec, Path(out_dir), n_slots, progress
+        self.search = make_search(spec, out_dir)
+        self.meta = sweep_meta(spec)
+        self.queue: list[list] = []
+        self.outstanding: dict[str, list] = {}
+        self.round_rows: list[dict] = []
+        self.finished = False
+        self.t0 = time.time()
+        self.done_runs = 0
+
+    def set_search_properties(self, metric, mode, config, **spec):
+        return True
+
+    def save(self, checkpoint_path: str) -> None:
+        """Nothing to save: the records in DIR are the state (resume is `ftsweep resume`'s job)."""
+
+    def restore(self, checkpoint_path: str) -> None:
+        """See `save`."""
+
+    def _advance(self) -> None:
+        if self.search.round:
+            self.search.record(self.round_rows)
+        self.round_rows = []
+        probes = self.search.next_round()
+        if probes is None:
+            self.finished = True
+            return
+        members = [p.member for p in probes]
+        ex = self.spec.execution
+        trials = plan_trials(members, self.n_slots, ex.pack_size, ex.max_waste)
+        self.queue = [[[probes[i].payload() for i in pack] for pack in trial] for trial in trials]
+        groups = len({p.meta["group"] for p in probes})
+        self.progress(f"round {self.search.round}: {len(probes)} runs ({groups} groups) in {len(trials)} trial(s), "
+                      f"{sum(len(t) for t in trials)} pack(s) | {self._elapsed()}")
+
+    def _elapsed(self) -> str:
+        s = int(time.time() - self.t0)
+        return f"{s // 60}m{s % 60:02d}s"
+
+    def suggest(self, trial_id):
+        if self.finished:
+            return Searcher.FINISHED
+        if not self.queue and not self.outstanding:
+            self._advance()
+            if self.finished:
+                return Searcher.FINISHED
+        if not self.queue:
+            return None
+        packs = self.queue.pop(0)
+        self.outstanding[trial_id] = packs
+        return {"packs": packs, "out": str(self.out), "storage": str(self.out / "ray"),
+                "cpus": self.spec.execution.cpus_per_trial, "sweep_meta": self.meta}
+
+    def on_trial_complete(self, trial_id, result=None, error=False):
+        packs = self.outstanding.pop(trial_id, None)
+        if packs is None:
+            return
+        if error or not result or "rows" not in result:
+            rows = failed_rows(packs, self.meta, trial_id, "trial failed after retries")
+            ResultSink(self.out).write_pack(f"{trial_id}-failed", rows, [])
+        else:
+            rows = json.loads(result["rows"])
+        self.round_rows += rows
+        self.done_runs += len(rows)
+        ok = sum(r.get("status") == "ok" for r in rows)
+        self.progress(f"  trial {trial_id}: {len(rows)} runs ({ok} ok) | total {self.done_runs} runs | {self._elapsed()}")
+
+
+def init_ray(address: str | None) -> bool:
+    """Connect to `address`, or start a local Ray bound to 127.0.0.1. Returns True if we started it."""
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if address:
+        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+        return False
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING",
+             log_to_driver=False, _node_ip_address="127.0.0.1")
+    return True
+
+
+def run_sweep(spec: SweepSpec, out_dir: Path, address: str | None = None, progress=print) -> dict:
+    out_dir = Path(out_dir).resolve()
+    started = init_ray(address)
+    try:
+        cpus = spec.execution.cpus_per_trial
+        n_slots = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))
+        os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(n_slots)
+        searcher = PackSearcher(spec, out_dir, n_slots, progress)
+        tuner = ray.tune.Tuner(
+            ray.tune.with_resources(pack_driver, {"CPU": DRIVER_CPU}),
+            tune_config=ray.tune.TuneConfig(search_alg=searcher, num_samples=-1, max_concurrent_trials=n_slots,
+                                            reuse_actors=True, trial_dirname_creator=lambda t: t.trial_id,
+                                            trial_name_creator=lambda t: t.trial_id),
+            run_config=ray.tune.RunConfig(name="tune", storage_path=str(out_dir / "ray"), verbose=0,
+                                          failure_config=ray.tune.FailureConfig(max_failures=spec.execution.max_failures)),
+        )
+        tuner.fit()
+        counts = searcher.search.counts()
+        counts["wall_s"] = round(time.time() - searcher.t0, 1)
+        return counts
+    finally:
+        if started:
+            ray.shutdown()

@@ -1,0 +1,210 @@
+"""Result sink: the only writer of a sweep's Parquet records (DESIGN.md §4).
+
+A sweep output directory ``DIR`` holds two datasets, one file per pack::
+
+    DIR/curves/part-<part>.parquet   one row per (run_id, step), metric columns
+    DIR/runs/part-<part>.parquet     one row per member run (config, final metrics, ...)
+
+Why it looks like this:
+
+* One file per pack, written whole, so many Ray Train workers can write to the same
+  directory at once without locks or appends (Parquet files cannot be appended to).
+* Every file is written to a hidden temp file (leading ".", which pyarrow dataset discovery
+  and our own globs ignore), fsynced, then ``os.replace``-d into place: a reader sees the
+  old file or the new one, never half of one, even if the writer is killed.
+* Curves are written before runs, and the runs part is the commit marker: a pack whose runs
+  part is missing did not happen (its curves part, if any, is an orphan that readers skip
+  and a retry of the same part overwrites).
+* A resumed sweep may re-run a pack under a new part name; rows whose run_id is already
+  committed in another part are dropped, so a run_id is recorded once.  This check is
+  best-effort against *concurrent* writers of the same run_id (no lock); run_ids are hashes
+  of distinct configs, so that only happens on a resume racing its own first attempt.
+
+The sink adds nothing to rows: schema_version, versions etc. are the caller's columns.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SCHEMA_VERSION = 1
+
+log = logging.getLogger(__name__)
+
+_PART_RE = re.compile(r"[A-Za-z0-9_.-]+")
+_KINDS = ("runs", "curves")
+
+
+# --------------------------------------------------------------------------- tables
+def rows_to_table(rows: list[dict]) -> pa.Table:
+    """Build one table from plain dict rows, inferring each column's type over ALL rows.
+
+    Columns are the union of keys in first-seen order; a missing key is null.  Per column,
+    pyarrow's own inference gives: int+None -> int64, int+float -> float64, all-None -> null
+    (which ``concat_tables(promote_options="default")`` widens to the other parts' type).
+    Values it cannot convert (objects, str mixed with numbers, bool mixed with int) raise a
+    TypeError naming the column, before any file is touched.
+    """
+    names: dict[str, None] = {}
+    for row in rows:
+        names.update(dict.fromkeys(row))
+    return pa.table({name: _column(name, [r.get(name) for r in rows]) for name in names})
+
+
+def _column(name: str, values: list) -> pa.Array:
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
+        raise TypeError(f"column {name!r}: values do not fit one Arrow type: {e}") from e
+
+
+def write_table_atomic(rows: list[dict], path: Path) -> Path:
+    """Write ``rows`` as Parquet at ``path`` so that ``path`` is never visible half-written.
+
+    temp file ".<name>.<random>.tmp" in the same directory (same filesystem, so the rename
+    is atomic; hidden, so discovery ignores it) -> fsync -> os.replace -> fsync the directory
+    (so the rename itself survives a power loss).  On any error the temp file is removed and
+    an existing ``path`` is left untouched.
+    """
+    return _write_atomic(rows_to_table(rows), Path(path))
+
+
+def _write_atomic(table: pa.Table, path: Path) -> Path:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, "wb") as f:  # our handle, so fsync hits the very bytes just written
+            pq.write_table(table, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Best effort: some filesystems (and all of Windows) refuse fsync on a directory."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- sink
+class ResultSink:
+    """Writer of ``out_dir/{runs,curves}/part-<part>.parquet``; see the module docstring."""
+
+    def __init__(self, out_dir: Path | str):
+        self.out_dir = Path(out_dir)
+        for kind in _KINDS:
+            (self.out_dir / kind).mkdir(parents=True, exist_ok=True)
+        # part file name -> ((mtime_ns, size), run_ids): a driver writing thousands of packs
+        # should not re-read every runs part for every pack.
+        self._ids_cache: dict[str, tuple[tuple[int, int], frozenset[str]]] = {}
+
+    def part_path(self, kind: str, part: str) -> Path:
+        """Path of one part file; refuses names that could escape or hide the file."""
+        if kind not in _KINDS:
+            raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
+        if not isinstance(part, str) or not _PART_RE.fullmatch(part):
+            raise ValueError(f"part name must match [A-Za-z0-9_.-]+, got {part!r}")
+        return self.out_dir / kind / f"part-{part}.parquet"
+
+    def write_pack(self, part: str, runs: list[dict], curves: list[dict]) -> int:
+        """Commit one pack: curves first, then runs (the commit marker).
+
+        Rewriting an existing ``part`` replaces it (idempotent retry).  Runs whose run_id is
+        already committed in another part are dropped with their curve rows.
+        Returns the number of run rows skipped for that reason.
+        """
+        runs_path, curves_path = self.part_path("runs", part), self.part_path("curves", part)
+        _check_pack(runs, curves)
+        elsewhere = set().union(*(ids for p, ids in self._ids_by_part().items() if p != part))
+        keep_runs = [r for r in runs if r["run_id"] not in elsewhere]
+        skipped = len(runs) - len(keep_runs)
+        if skipped:
+            log.warning("part %s: skipped %d run(s) already recorded in other parts", part, skipped)
+        keep_curves = [c for c in curves if c["run_id"] not in elsewhere]
+        if not keep_runs:  # an empty pack replaces this part with nothing
+            runs_path.unlink(missing_ok=True)  # marker first: never a runs part without curves
+            curves_path.unlink(missing_ok=True)
+            return skipped
+        # convert both before writing either, so a bad value leaves no file at all
+        runs_table = rows_to_table(keep_runs)
+        curves_table = rows_to_table(keep_curves) if keep_curves else None
+        if curves_table is not None:
+            _write_atomic(curves_table, curves_path)
+        else:
+            curves_path.unlink(missing_ok=True)
+        _write_atomic(runs_table, runs_path)
+        return skipped
+
+    def run_ids(self) -> set[str]:
+        """All committed run_ids (reads only the run_id column of each runs part)."""
+        return set().union(*self._ids_by_part().values())
+
+    def n_runs(self) -> int:
+        """Number of committed run rows, from Parquet footers (no data pages read)."""
+        return sum(pq.ParquetFile(p).metadata.num_rows for p in self._parts("runs"))
+
+    def read_table(self, kind: str) -> pa.Table:
+        """Committed rows of ``kind`` as one table (a convenience for tests and debugging;
+        analysis has its own reader).  Curves of uncommitted packs are left out."""
+        committed = {p.name for p in self._parts("runs")}
+        paths = [p for p in self._parts(kind) if p.name in committed]
+        tables = [pq.read_table(p) for p in paths]
+        return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
+
+    # ------------------------------------------------------------------ internals
+    def _parts(self, kind: str) -> list[Path]:
+        """Visible part files only: the "part-" prefix excludes hidden temp files."""
+        return sorted((self.out_dir / kind).glob("part-*.parquet"))
+
+    def _ids_by_part(self) -> dict[str, frozenset[str]]:
+        """part name -> its run_ids, re-reading a file only when its mtime/size changed."""
+        out: dict[str, frozenset[str]] = {}
+        for path in self._parts("runs"):
+            try:
+                ids = self._cached_ids(path)
+            except FileNotFoundError:  # removed by a concurrent empty rewrite since the glob
+                continue
+            out[path.name[len("part-") : -len(".parquet")]] = ids
+        return out
+
+    def _cached_ids(self, path: Path) -> frozenset[str]:
+        st = path.stat()
+        key = (st.st_mtime_ns, st.st_size)
+        cached = self._ids_cache.get(path.name)
+        if cached is None or cached[0] != key:
+            ids = pq.read_table(path, columns=["run_id"]).column("run_id").to_pylist()
+            cached = self._ids_cache[path.name] = (key, frozenset(ids))
+        return cached[1]
+
+
+def _check_pack(runs: list[dict], curves: list[dict]) -> None:
+    """Refuse packs that would break the record contract, before anything is written."""
+    ids = [r.get("run_id") for r in runs]
+    if any(not isinstance(i, str) or not i for i in ids):
+        raise ValueError("every runs row needs a non-empty str 'run_id'")
+    if len(set(ids)) != len(ids):
+        raise ValueError("duplicate run_id within one pack's runs rows")
+    if any(c.get("run_id") is None or c.get("step") is None for c in curves):
+        raise ValueError("every curves row needs 'run_id' and 'step'")
+    orphans = {c["run_id"] for c in curves} - set(ids)
+    if orphans:
+        raise ValueError(f"curves rows for run_ids with no runs row: {sorted(orphans)[:5]}")

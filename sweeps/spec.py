@@ -1,0 +1,306 @@
+"""Sweep spec: a dataclass schema, a YAML instance, `key=value` overrides (OmegaConf), validated eagerly.
+
+    spec = load_spec("sweeps/ftc_capacity.yaml", ["task.dim=16", "seeds=2"])
+
+Loading builds every member config the sweep can produce (every grid point × seed, and for a capacity
+search both ends of the ladder), so an impossible value anywhere (rank > width, N > K, an unknown
+registry name, an unknown key, a wrong type, an empty axis) fails before anything is written, as a
+`SpecError` whose message is one line naming the field and what is allowed.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import yaml
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+import ftcore.adapters  # noqa: F401  (registers entries)
+import ftcore.models  # noqa: F401
+import ftcore.tasks  # noqa: F401
+from ftcore.config import MemberConfig, TrainConfig, member_from_dict
+from ftcore.registry import ADAPTERS, MODELS, TASKS
+
+SECTIONS = ("model", "adapter", "task", "train")
+SEARCH_KINDS = ("grid", "capacity", "optuna")
+REPORT_KINDS = ("", "capacity", "rank_curve")
+
+
+class SpecError(ValueError):
+    """A user mistake in a sweep spec or override: one line, no traceback (CLI exit code 2)."""
+
+
+@dataclass
+class ParamRange:
+    low: float = MISSING
+    high: float = MISSING
+    log: bool = True
+
+
+@dataclass
+class SearchSpec:
+    kind: str = "grid"
+    # capacity: smallest `param` value on the ladder where `success` holds for `quorum` of the seeds
+    param: str = ""
+    range: List[int] = field(default_factory=lambda: [1, 256])
+    ladder: List[int] = field(default_factory=list)     # explicit ladder; overrides range
+    success: str = "fit/success"
+    quorum: float = 0.5
+    # optuna: per group, a seeded TPE study over `params`, scored by the median over seeds of `metric`
+    params: Dict[str, ParamRange] = field(default_factory=dict)
+    n_trials: int = 8
+    batch: int = 4
+    metric: str = "val/mse"
+    mode: str = "min"
+    sampler_seed: int = 0
+    only: Dict[str, Any] = field(default_factory=dict)   # tune only groups matching these values
+
+
+@dataclass
+class ReportSpec:
+    kind: str = ""
+    x: str = ""
+    y: str = ""
+    select: str = ""
+    curve_by: List[str] = field(default_factory=list)
+    panel_by: List[str] = field(default_factory=list)
+    theory: Dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ExecutionSpec:
+    pack_size: int = 256          # most members in one Tune trial
+    max_waste: float = 1.5        # padded cost / real cost allowed when sharing a pack
+    cpus_per_trial: int = 1       # CPUs of the Ray Train worker (torch threads)
+    max_failures: int = 2         # Tune retries of a failed trial
+
+
+@dataclass
+class SweepSpec:
+    name: str = MISSING
+    model: Dict[str, Any] = field(default_factory=lambda: {"name": "mlp"})
+    adapter: Dict[str, Any] = field(default_factory=dict)
+    task: Dict[str, Any] = field(default_factory=dict)
+    train: Dict[str, Any] = field(default_factory=dict)
+    axes: Dict[str, Any] = field(default_factory=dict)    # key -> list of values, or "LO..HI" (ints or dotted refs)
+    seeds: int = 3
+    search: SearchSpec = field(default_factory=SearchSpec)
+    report: ReportSpec = field(default_factory=ReportSpec)
+    execution: ExecutionSpec = field(default_factory=ExecutionSpec)
+
+    # -- expansion ---------------------------------------------------------------------------------
+    def base_dict(self) -> dict:
+        return {s: copy.deepcopy(getattr(self, s)) for s in SECTIONS}
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        """Every combination of the axes, as {dotted key: value}, in axes order."""
+        keys = list(self.axes)
+        return [dict(zip(keys, vals)) for vals in itertools.product(*(self.axes[k] for k in keys))]
+
+    def member_dict(self, point: dict[str, Any], seed: int) -> dict:
+        d = self.base_dict()
+        for key, value in point.items():
+            section, fld = key.split(".", 1)
+            d[section][fld] = value
+        d["seed"] = seed
+        return d
+
+    def seed_list(self) -> list[int]:
+        return list(range(self.seeds))
+
+
+def group_label(point: dict[str, Any], exclude: tuple[str, ...] = ()) -> str:
+    return ",".join(f"{k}={v}" for k, v in point.items() if k not in exclude)
+
+
+def _fail(msg: str) -> None:
+    raise SpecError(msg)
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        _fail(f"{path}: cannot read spec ({e.strerror or e})")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        _fail(f"{path}: invalid YAML{where}: {getattr(e, 'problem', None) or e}")
+    if not isinstance(data, dict):
+        _fail(f"{path}: a sweep spec must be a YAML mapping (got {type(data).__name__})")
+    return data
+
+
+def _merge(data: dict, overrides: list[str]) -> SweepSpec:
+    for o in overrides:
+        if "=" not in o or o.startswith("="):
+            _fail(f"override {o!r}: expected key=value")
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(SweepSpec), OmegaConf.create(data), OmegaConf.from_dotlist(list(overrides)))
+        spec = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or ""
+        msg = str(e).splitlines()[0]
+        _fail(f"{key}: {msg}" if key else msg)
+    _overrides_replace_axes(spec, [o.split("=", 1)[0] for o in overrides])
+    _resolve_range_axes(spec)
+    return spec
+
+
+def _overrides_replace_axes(spec: SweepSpec, keys: list[str]) -> None:
+    """`train.method=construction` on an axis pins the axis to that value; a list value replaces the axis."""
+    for key in keys:
+        section, _, fld = key.partition(".")
+        if key in spec.axes and section in SECTIONS:
+            value = getattr(spec, section).pop(fld)
+            spec.axes[key] = list(value) if isinstance(value, list) else [value]
+
+
+def _resolve_range_axes(spec: SweepSpec) -> None:
+    """An axis written "1..model.width" is the inclusive integer range, ends resolved after overrides."""
+    for key, values in spec.axes.items():
+        if not isinstance(values, str):
+            continue
+        ends = values.split("..")
+        if len(ends) != 2:
+            _fail(f"axes.{key}: a range axis is written LO..HI (got {values!r})")
+        lo, hi = (_resolve_end(spec, key, e.strip()) for e in ends)
+        if hi < lo:
+            _fail(f"axes.{key}: range {values!r} is empty ({lo}..{hi})")
+        spec.axes[key] = list(range(lo, hi + 1))
+
+
+def _resolve_end(spec: SweepSpec, key: str, end: str) -> int:
+    if end.lstrip("-").isdigit():
+        return int(end)
+    section, _, fld = end.partition(".")
+    if section not in SECTIONS or fld not in getattr(spec, section):
+        _fail(f"axes.{key}: range end {end!r} must be an integer or a dotted field such as model.width")
+    value = getattr(spec, section)[fld]
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        _fail(f"{end}: must be an integer (got {value!r}; axes.{key} ranges up to it)")
+    return value
+
+
+def _check_search(spec: SweepSpec) -> None:
+    s = spec.search
+    if s.kind not in SEARCH_KINDS:
+        _fail(f"search.kind: must be one of {', '.join(SEARCH_KINDS)} (got {s.kind!r})")
+    if spec.report.kind not in REPORT_KINDS:
+        _fail(f"report.kind: must be one of capacity, rank_curve or empty (got {spec.report.kind!r})")
+    if spec.seeds < 1:
+        _fail(f"seeds: must be >= 1 (got {spec.seeds})")
+    if spec.execution.pack_size < 1 or spec.execution.cpus_per_trial < 1 or spec.execution.max_failures < 0:
+        _fail("execution: pack_size and cpus_per_trial must be >= 1, max_failures >= 0")
+    if spec.execution.max_waste < 1:
+        _fail(f"execution.max_waste: must be >= 1 (got {spec.execution.max_waste})")
+    if s.kind == "capacity":
+        if not s.param or "." not in s.param:
+            _fail("search.param: a dotted capacity field such as adapter.width or adapter.rank is required for search.kind=capacity")
+        if s.param in spec.axes:
+            _fail(f"search.param: {s.param} is searched, so it cannot also be a grid axis")
+        ladder = s.ladder or s.range
+        if not s.ladder and (len(s.range) != 2 or s.range[0] > s.range[1]):
+            _fail(f"search.range: must be [low, high] with low <= high (got {list(s.range)})")
+        if any(int(v) != v or v < 0 for v in ladder):
+            _fail(f"search.ladder: capacity values must be integers >= 0 (got {list(ladder)})")
+        if not 0 < s.quorum <= 1:
+            _fail(f"search.quorum: must be in (0, 1] (got {s.quorum})")
+    if s.kind == "optuna":
+        if not s.params:
+            _fail("search.params: at least one parameter range is required for search.kind=optuna")
+        for name, r in s.params.items():
+            if not name.startswith("train.") or name.split(".", 1)[1] not in ("lr", "weight_decay"):
+                _fail(f"search.params.{name}: only train.lr and train.weight_decay are tuned per member")
+            if not r.low < r.high or (r.log and r.low <= 0):
+                _fail(f"search.params.{name}: need low < high (and low > 0 when log) (got {r.low}, {r.high})")
+        if s.n_trials < 1 or s.batch < 1:
+            _fail("search.n_trials and search.batch: must be >= 1")
+        if s.mode not in ("min", "max"):
+            _fail(f"search.mode: must be min or max (got {s.mode!r})")
+
+
+def _check_axes(spec: SweepSpec) -> None:
+    for key, values in spec.axes.items():
+        section = key.split(".", 1)[0]
+        if section not in SECTIONS or "." not in key:
+            _fail(f"axes.{key}: axis keys are dotted fields of {', '.join(SECTIONS)} (e.g. task.n)")
+        if not isinstance(values, list) or not values:
+            _fail(f"axes.{key}: must be a non-empty list of values")
+
+
+SECTION_REGISTRIES = {"model": MODELS, "adapter": ADAPTERS, "task": TASKS}
+
+
+def _typed(d: dict) -> dict:
+    """Coerce every section to its schema's field types ("3" -> 3; "abc" for an int is an error)."""
+    out = dict(d)
+    for section in SECTIONS:
+        values = d[section]
+        if section == "train":
+            cls = TrainConfig
+        else:
+            name = values.get("name")
+            if name not in SECTION_REGISTRIES[section]:
+                continue                      # member_from_dict reports the unknown name with the valid ones
+            cls = SECTION_REGISTRIES[section][name].Config
+        known = {f.name for f in dataclasses.fields(cls)}
+        if set(values) - known:
+            continue                          # member_from_dict names the unknown key and the valid ones
+        try:
+            typed = OmegaConf.merge(OmegaConf.structured(cls), values)
+        except OmegaConfBaseException as e:
+            msg = str(e).splitlines()[0]
+            _fail(f"{section}.{getattr(e, 'full_key', '') or ''}: {msg}")
+        out[section] = {k: v for k, v in OmegaConf.to_container(typed).items()}
+    return out
+
+
+def _member(spec: SweepSpec, point: dict, seed: int) -> MemberConfig:
+    try:
+        return member_from_dict(_typed(spec.member_dict(point, seed)))
+    except ValueError as e:
+        where = f" (at {group_label(point)})" if point else ""
+        _fail(f"{e}{where}")
+    except TypeError as e:
+        _fail(f"{e}")
+
+
+def validate(spec: SweepSpec) -> list[MemberConfig]:
+    """Build every member config the sweep can produce; return the grid × seeds members."""
+    _check_search(spec)
+    _check_axes(spec)
+    extremes = [{}]
+    if spec.search.kind == "capacity":
+        ladder = spec.search.ladder or spec.search.range
+        extremes = [{spec.search.param: int(min(ladder))}, {spec.search.param: int(max(ladder))}]
+    members = []
+    for point in spec.grid_points():
+        for extra in extremes:
+            members.append(_member(spec, {**point, **extra}, 0))
+    flat = members[0].flat()
+    if spec.search.kind == "capacity" and spec.search.param not in flat:
+        _fail(f"search.param: {spec.search.param} is not a field of this sweep's configs; valid: {', '.join(sorted(flat))}")
+    for key in [spec.report.x, *spec.report.curve_by, *spec.report.panel_by]:
+        if key and key not in flat:
+            _fail(f"report: {key} is not a config column; valid: {', '.join(sorted(flat))}")
+    return members
+
+
+def load_spec(path: str | Path, overrides: list[str] = ()) -> SweepSpec:
+    spec = _merge(_read_yaml(Path(path)), list(overrides))
+    validate(spec)
+    return spec
+
+
+def spec_to_yaml(spec: SweepSpec) -> str:
+    return yaml.safe_dump(dataclasses.asdict(spec), sort_keys=False)

@@ -1,0 +1,62 @@
+"""The ftsweep CLI on bad input: exit code 2, one line on stderr naming the problem, no traceback, nothing written."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+FTC = str(ROOT / "sweeps" / "ftc_capacity.yaml")
+LORA = str(ROOT / "sweeps" / "lora_rank.yaml")
+
+
+def ftsweep(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "sweeps.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+BAD = [
+    (["run", LORA, "adapter.rank=17"], "adapter.rank"),
+    (["run", LORA, "model.width=-3"], "model.width"),
+    (["run", FTC, "task.k=8"], "task.n"),
+    (["run", FTC, "adapter.name=nope"], "adapter.name"),
+    (["run", FTC, "unknown.key=1"], "unknown"),
+    (["run", FTC, "train.lr=abc"], "train.lr"),
+    (["run", FTC, "task.n=[]"], "axes.task.n"),
+    (["run", FTC, "noequals"], "override"),
+    (["run", str(ROOT / "missing.yaml")], "missing.yaml"),
+]
+
+
+@pytest.mark.parametrize("args,needle", BAD, ids=[" ".join(a[2:]) or a[1] for a, _ in BAD])
+def test_bad_input_exit_2_one_line_nothing_written(tmp_path, args, needle):
+    out = tmp_path / "out"
+    r = ftsweep(*args, "--out", str(out), cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ftsweep: error:") and needle in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
+
+
+def test_bad_yaml(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ntask: {name: ftc_relabel\n")
+    r = ftsweep("validate", str(bad))
+    assert r.returncode == 2 and "invalid YAML" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_validate_ok():
+    r = ftsweep("validate", LORA, "model.width=4")
+    assert r.returncode == 0 and "OK" in r.stdout
+
+
+def test_report_on_a_non_sweep_dir(tmp_path):
+    r = ftsweep("report", str(tmp_path))
+    assert r.returncode == 2 and "runs/" in r.stderr
+
+
+def test_out_dir_that_is_a_file(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    r = ftsweep("run", FTC, "--out", str(f))
+    assert r.returncode == 2 and "not a directory" in r.stderr

@@ -1,0 +1,21 @@
+"""Top-level names exist on PyPI (HF's `kernels`, ...): they must resolve to this repository. And layering:
+ftcore imports no Ray; analysis imports none of ftcore/sweeps/kernels/torch/ray."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("name", ["ftcore", "kernels", "sweeps", "analysis"])
+def test_packages_resolve_to_this_repo(name):
+    mod = __import__(name)
+    assert Path(mod.__file__).resolve().parent == ROOT / name
+
+
+def test_ftcore_has_no_ray():
+    code = "import sys, ftcore, ftcore.fit; print(any(m == 'ray' or m.startswith('ray.') for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
