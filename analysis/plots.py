@@ -16,7 +16,7 @@ import math
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 LOG_FLOOR = 1e-16  # rank plots: values <= this (an exact construction) are drawn at the floor
 
@@ -78,6 +78,7 @@ def plot_capacity(thresholds: pd.DataFrame, fits: list[dict], *, x_label: str, y
                     ax.plot(xs, mg * (xs / xg) ** theory, "--", color=color, lw=1, alpha=0.8)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        _plain_log_ticks(ax, sorted(set(sub["x"].dropna())))
         ax.set_xlabel(x_label)
         ax.set_ylabel(f"minimal {y_label}")
         ax.set_title(" ".join(filter(None, [title, panel])), fontsize=10)
@@ -86,6 +87,16 @@ def plot_capacity(thresholds: pd.DataFrame, fits: list[dict], *, x_label: str, y
             ax.legend(fontsize=8, title="fit (solid), theory slope (dashed)", title_fontsize=8,
                       loc="upper center", bbox_to_anchor=(0.5, -0.14))  # below the axes: never over points
     return fig
+
+
+def _plain_log_ticks(ax, xs: list) -> None:
+    """Log axes labelled with plain numbers: x ticks at the measured sizes, y at 1-2-5 steps."""
+    ax.xaxis.set_major_locator(FixedLocator(xs))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def plot_rank_curves(table: pd.DataFrame, *, x_label: str, y_label: str, theory: dict | None = None,

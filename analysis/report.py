@@ -90,11 +90,10 @@ def write_report(dir: str | Path, *, n_boot: int = 1000, seed: int = 0) -> Path:
         ids = runs["run_id"][dup].unique()
         md += [f"{FLAG} {len(ids)} run_id(s) appear more than once within a sweep (e.g. {ids[0]}): a run was "
                "recorded twice; the duplicates are kept in the statistics below.", ""]
-    fits, figures = [], []
+    fits = []
     for name in names:
         head, sec = sweep_section(runs[key == name], outdir, n_boot=n_boot, seed=seed)
         md += [head, sec.markdown]
         fits += sec.fits
-        figures += sec.figures
     atomic_write(outdir / "fits.json", json.dumps(_jsonable(fits), indent=2, allow_nan=False) + "\n")
     return atomic_write(outdir / "report.md", "\n".join(md).rstrip() + "\n")

@@ -24,7 +24,7 @@ import pandas as pd
 
 from analysis.meta import canon, label, require, sort_cells
 
-QUORUM_EPS = 1e-9  # f_p >= q up to float rounding, so q = 2/3 written as 0.6666666667 still passes 2 of 3
+QUORUM_EPS = 0.01  # the same rule as the capacity search (sweeps/search/capacity.py): 0.67 means 2 of 3
 
 
 def success_flags(runs: pd.DataFrame, success: str) -> pd.Series:
@@ -38,7 +38,7 @@ def success_flags(runs: pd.DataFrame, success: str) -> pd.Series:
 
 
 def passes(frac, quorum: float):
-    """The quorum rule f >= q (with float tolerance)."""
+    """The quorum rule f >= q − 0.01, so quorums written as rounded fractions (0.67, 0.33) mean 2/3, 1/3."""
     return np.asarray(frac) >= quorum - QUORUM_EPS
 
 

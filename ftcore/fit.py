@@ -14,7 +14,6 @@ No Ray here: progress goes through the single `report(step, info)` callable.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 
 import torch

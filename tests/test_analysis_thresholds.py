@@ -37,7 +37,8 @@ def test_quorum_rule_and_failures():
     z = np.array([1, 0, 0, 1, 1, 0, 1, 1, 1], bool)
     assert cell_threshold(c, s, z, 0.6, n_boot=0)[0]["threshold"] == 8
     assert cell_threshold(c, s, z, 2 / 3, n_boot=0)[0]["threshold"] == 8   # 2/3 >= 0.666... exactly
-    assert cell_threshold(c, s, z, 0.67, n_boot=0)[0]["threshold"] == 16   # 2/3 < 0.67: all seeds needed
+    assert cell_threshold(c, s, z, 0.67, n_boot=0)[0]["threshold"] == 8    # 0.67 is read as 2/3 (0.01 tolerance)
+    assert cell_threshold(c, s, z, 0.7, n_boot=0)[0]["threshold"] == 16    # 2/3 < 0.7: all seeds needed
     assert cell_threshold(c, s, z, 0.3, n_boot=0)[0]["lower_censored"]
 
 

@@ -64,3 +64,13 @@ def test_rejects_bad_input():
     s = CapacitySearch(["a"], [1, 2, 4], 0.5)
     with pytest.raises(ValueError):
         s.record("a", 4, [True])                        # not the pending probe
+
+
+def test_search_and_analysis_apply_the_same_quorum_rule():
+    """The searcher decides where to bisect, analysis recomputes thresholds: they must agree."""
+    from analysis.thresholds import passes
+    from sweeps.search.capacity import quorum_met
+    for n in range(1, 8):
+        for k in range(n + 1):
+            for q in (0.33, 0.34, 0.5, 0.6, 0.66, 0.67, 0.7, 0.8, 1.0):
+                assert quorum_met(k, n, q) == bool(passes(k / n, q)), (k, n, q)

@@ -13,8 +13,11 @@ import pytest
 import torch
 
 import ftcore
+from ftcore.adapters import build_adapter
 from ftcore.fit import build_pack
+from ftcore.models import build_model
 from ftcore.optim import PackedAdamW
+from ftcore.seeding import generators
 
 SEEDS = [3, 4, 5]
 
@@ -156,6 +159,16 @@ def test_only_adapter_params_train(aname, fixed, caps, mname, mcfg):
     assert all(p.grad is None for p in model.base.parameters())
     assert all(p.grad is not None for p in params.values())
     assert all(p.shape[0] == len(SEEDS) for p in params.values()), "every parameter carries the member axis"
+
+
+@pytest.mark.parametrize("aname,fixed,caps,mname,mcfg", CASES)
+def test_adapter_freezes_the_base_it_wraps(aname, fixed, caps, mname, mcfg):
+    ms = members(aname, fixed, caps, mname, mcfg)
+    gens = generators([m.seed for m in ms], "base")
+    base = build_model(ms[0].model, 5, 1, gens)                                  # trainable as built
+    assert all(p.requires_grad for p in base.parameters())
+    model = build_adapter([m.adapter for m in ms], base, 5, 1, generators([m.seed for m in ms], "adapter"))
+    assert model.base is base and not any(p.requires_grad for p in base.parameters())
 
 
 @pytest.mark.parametrize("aname,fixed,caps,mname,mcfg", CASES)

@@ -55,6 +55,8 @@ BAD = [  # (base, edits, field the message must start with)
     ("teacher", {"adapter.rank": 9}, "adapter.rank"),                          # rank > width
     ("teacher", {"adapter.rank": -1}, "adapter.rank"),
     ("teacher", {"adapter.layers": [2]}, "adapter.layers"),
+    ("teacher", {"adapter.layers": [-1]}, "adapter.layers"),
+    ("teacher", {"adapter.layers": [1, 1]}, "adapter.layers"),                # would count layer 1 twice
     ("teacher", {"adapter.alpha": 0.0}, "adapter.alpha"),
     ("ftc", {"task.n": 9, "task.k": 8}, "task.n"),                           # N > K
     ("ftc", {"task.n": 0}, "task.n"),

@@ -35,6 +35,7 @@ class LoraConfig:
         check(self.alpha is None or self.alpha > 0, "adapter.alpha", "> 0 or null", self.alpha)
         check(self.init_std >= 0, "adapter.init_std", ">= 0", self.init_std)
         check(all(l >= 0 for l in self.layers), "adapter.layers", "layer indices >= 0", self.layers)
+        check(len(set(self.layers)) == len(self.layers), "adapter.layers", "distinct layer indices", self.layers)
 
 
 @ADAPTERS.register("lora")

@@ -14,7 +14,6 @@ probes per group is about log2(c*/c_0) + log2(gap) instead of the n + 1 of a ful
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 

@@ -38,7 +38,8 @@ class OptunaDriver(RoundSearch):
         self.studies = {g: optuna.create_study(
             study_name=f"{spec.name}:{g}", storage=self.storage, load_if_exists=True,
             direction="minimize" if s.mode == "min" else "maximize",
-            sampler=optuna.samplers.TPESampler(seed=s.sampler_seed + zlib.crc32(g.encode()) % 10_000))
+            sampler=optuna.samplers.TPESampler(seed=s.sampler_seed + zlib.crc32(g.encode()) % 10_000,
+                                               n_startup_trials=s.batch))   # model after the first batch
             for g in self.tuned}
         self.open: dict[tuple[str, int], optuna.trial.Trial] = {}
 
