@@ -96,6 +96,17 @@ def flag_lines(thr: pd.DataFrame, fits: list[dict], meta: SweepMeta, hidden: lis
     return lines
 
 
+def grid_comparison(runs: pd.DataFrame, thr: pd.DataFrame) -> list[str]:
+    """Runs the adaptive search used vs a full grid over the same ladder (column `search.ladder_size`)."""
+    if "search.ladder_size" not in runs or runs["search.ladder_size"].isna().all():
+        return []
+    ladder = int(runs["search.ladder_size"].max())
+    full = int((ladder * thr["n_seeds"]).sum())
+    used = int(thr["n_runs"].sum())
+    return ["", f"Training runs: {used} by the capacity search vs {full} for a full grid over the same "
+                f"ladder of {ladder} values ({used / full:.1%})."]
+
+
 def capacity_section(runs: pd.DataFrame, meta: SweepMeta, outdir: Path, *, n_boot: int = 1000,
                      seed: int = 0, figure_name: str = "capacity.png") -> Section:
     """Markdown, fits and figure for one capacity sweep (`runs` = that sweep's rows)."""
@@ -118,6 +129,7 @@ def capacity_section(runs: pd.DataFrame, meta: SweepMeta, outdir: Path, *, n_boo
         f"least a fraction {num(meta.quorum)} of its seeds; {len(thr)} cells (curve × {meta.x}), "
         f"{int(thr['n_probes'].sum())} probes, {int(thr['n_runs'].sum())} runs in probes, "
         f"seeds per cell: {', '.join(sorted({str(n) for n in thr['n_seeds']}))}.",
+        *grid_comparison(runs, thr),
         "", "### What this measures", "",
         f"m* is the smallest `{meta.param}` that **gradient training reached** under this budget — "
         f"{budget_text(runs)}. It is the gradient-trainable capacity, not the theoretical (constructive) "

@@ -28,6 +28,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from analysis.thresholds import passes
+
 
 def _run_id(row: dict) -> str:
     return hashlib.sha256(json.dumps(row, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -47,7 +49,7 @@ def capacity_runs(*, sweep: str = "syn_capacity", ns=(8, 16, 32, 64, 128), curve
     rng = np.random.default_rng(rng)
     theory = {f"{curve_col}={d}": b for d, (_, b) in curves.items()} if theory is None else theory
     meta = {"search.kind": "capacity", "search.param": param, "search.success": "fit/success",
-            "search.quorum": quorum, "report.kind": "capacity", "report.x": "task.n", "report.curve_by": curve_col,
+            "search.quorum": quorum, "search.ladder_size": hi - lo + 1, "report.kind": "capacity", "report.x": "task.n", "report.curve_by": curve_col,
             "report.panel_by": "", "report.theory": json.dumps(theory), "report.y": "", "report.select": ""}
     rows = []
     for d, (c, b) in curves.items():
@@ -69,7 +71,7 @@ def capacity_runs(*, sweep: str = "syn_capacity", ns=(8, 16, 32, 64, 128), curve
                                  "fit/max_err": math.nan if diverged else (1e-4 if success else 0.5),
                                  "fit/success": None if diverged else bool(success),
                                  "train/loss": math.nan if diverged else (1e-8 if success else 0.1), **meta})
-                return ok / seeds >= quorum - 1e-9
+                return bool(passes(ok / seeds, quorum))
 
             m, last_fail = lo, None
             while not probe(m):

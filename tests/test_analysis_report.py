@@ -63,6 +63,9 @@ def test_report_markdown(good):
         assert part in md, part
     n_probes = runs[runs["sweep"] == "syn_capacity"].groupby(["group", "adapter.width"]).ngroups
     assert f"10 cells (curve × task.n), {n_probes} probes" in md
+    cap = runs[runs["sweep"] == "syn_capacity"]
+    used, full = len(cap), 1024 * cap.groupby("group").seed.nunique().sum()
+    assert f"Training runs: {used} by the capacity search vs {full} for a full grid" in md
     assert md.count("| adapter.depth=2 | ") == 5 + 1  # 5 threshold rows + 1 exponent row
     assert "do not overlap: the exponents differ" in md
     # rank section: theory rank and the construction's exact rank agree, no flags anywhere

@@ -90,14 +90,19 @@ class LoraTeacher(Task):
         self.batch_gens = generators(self.seeds, "batches")
         held_out = generators(self.seeds, "heldout")
         self.x_val, self.x_test = fresh(held_out, c0.n_val, D), fresh(held_out, c0.n_test, D)
-        with torch.no_grad():
-            self.y_val, self.y_test = self.target(self.x_val), self.target(self.x_test)
+        self._label_held_out()
         if c0.pretrained:
             self._pretrain(f)
-        f.freeze()
-        with torch.no_grad():
-            self.base_mse = (f(self.x_test) - self.y_test).pow(2).mean((1, 2))                   # (E,)
+        self.base = f.freeze()
+        self._label_held_out()
         return f
+
+    @torch.no_grad()
+    def _label_held_out(self) -> None:
+        """Targets and the unadapted error on the held-out sets, in the task's current dtype."""
+        self.y_val, self.y_test = self.target(self.x_val), self.target(self.x_test)
+        if hasattr(self, "base"):
+            self.base_mse = (self.base(self.x_test) - self.y_test).pow(2).mean((1, 2))                # (E,)
 
     def _pretrain(self, f) -> None:
         """Adam on the target until each member's MSE < initial / pretrain_level (the code's pretrained_level)."""
@@ -117,8 +122,12 @@ class LoraTeacher(Task):
             opt.step(active)
 
     def to(self, dtype):
+        """Cast, then relabel the held-out sets in `dtype` (float64 for the construction: exact to 1e-30)."""
         self.target.to(dtype)
-        return super().to(dtype)
+        self.base.to(dtype)
+        super().to(dtype)
+        self._label_held_out()
+        return self
 
     def batch(self, step):
         x = fresh(self.batch_gens, self.cfgs[0].batch_size, self.model_cfg.width).to(self.dtype)   # (E, B, D)
