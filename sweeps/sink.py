@@ -28,11 +28,12 @@ from __future__ import annotations
 import logging
 import os
 import re
-import uuid
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from sweeps.atomic import atomic_open
 
 SCHEMA_VERSION = 1
 
@@ -77,16 +78,8 @@ def write_table_atomic(rows: list[dict], path: Path) -> Path:
 
 
 def _write_atomic(table: pa.Table, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(tmp, "wb") as f:  # our handle, so fsync hits the very bytes just written
-            pq.write_table(table, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as f:  # our handle, so fsync hits the very bytes just written
+        pq.write_table(table, f)
     _fsync_dir(path.parent)
     return path
 

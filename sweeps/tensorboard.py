@@ -44,6 +44,8 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from tensorboard.summary.writer.record_writer import RecordWriter
 
+from sweeps.atomic import atomic_open
+
 _RUN_ID_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 _STATUS = {"ok": api_pb2.STATUS_SUCCESS, "diverged": api_pb2.STATUS_FAILURE,
            "failed": api_pb2.STATUS_FAILURE}
@@ -203,17 +205,10 @@ def _write_events_file(directory: Path, events: list[event_pb2.Event]) -> Path:
     name = f"events.out.tfevents.{int(time.time()):010d}.{host}.{pid}.{token}"
     final, tmp = directory / name, directory / f".{token}.tmp"
     header = event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")
-    try:
-        with open(tmp, "wb") as f:
-            writer = RecordWriter(f)
-            for event in [header, *events]:
-                writer.write(event.SerializeToString())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_open(final, tmp.name) as f:
+        writer = RecordWriter(f)
+        for event in [header, *events]:
+            writer.write(event.SerializeToString())
     for old in directory.glob("events.out.tfevents.*"):
         if old != final:
             old.unlink(missing_ok=True)

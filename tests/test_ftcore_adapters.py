@@ -81,13 +81,6 @@ def _cases():
 CASES = _cases()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def members(aname, fixed, caps, mname, mcfg, host="ftc_relabel", seeds=SEEDS):
     field = ftcore.ADAPTERS[aname].capacity_field

@@ -6,7 +6,6 @@ import copy
 import dataclasses
 
 import pytest
-import torch
 
 import ftcore
 from ftcore.config import MemberConfig
@@ -22,13 +21,6 @@ VALID = {   # one valid member per task; each bad case below edits one of them
                 "train": {"steps": 10}, "seed": 0},
 }
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def edited(base: str, edits: dict) -> dict:

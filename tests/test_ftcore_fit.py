@@ -9,18 +9,10 @@ fields is refused.
 import math
 
 import pytest
-import torch
 
 import ftcore
 from ftcore.tasks.lora_construction import threshold_rank
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def ftc(width, seed, n=6, steps=300, lr=1e-2, early_stop=True, tol=0.1, **train):

@@ -12,13 +12,6 @@ STEPS = 20
 DT = torch.float64   # float64: a 1e-6 match is then a statement about the algorithm, not about float32 rounding
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def problem(E, seed=0):
     """Packed params (E, ...) and a per-member loss whose gradient norm changes from step to step."""

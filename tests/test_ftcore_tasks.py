@@ -27,13 +27,6 @@ TASK_CASES = {   # name -> small member config, and a per-member field varied ac
 SEEDS = [10, 11, 12]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def members(name, seeds=SEEDS, **task_over):
     case = TASK_CASES[name]

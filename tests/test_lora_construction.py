@@ -10,14 +10,6 @@ from ftcore.tasks.lora_construction import construct, group_layers, threshold_ra
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matrices: intra-op threads only add contention on the shared 2-core runner."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _net(gen, E, D, depth, bias):
     """Random FNN initialised like nn.Linear: U(±1/√D) for weights and biases."""
