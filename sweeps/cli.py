@@ -99,11 +99,17 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from analysis import write_report
+    from analysis import CorruptPartError, write_report
     d = Path(args.dir)
     if not (d / "runs").is_dir():
         raise CliError(f"{d}: no runs/ directory (not a sweep output directory)")
-    print(write_report(d))
+    try:
+        print(write_report(d))
+    except CorruptPartError as e:           # damaged data, not a usage mistake: exit 1
+        _err(str(e))
+        return RUN_ERROR
+    except FileNotFoundError as e:
+        raise CliError(str(e)) from None
     return 0
 
 

@@ -60,3 +60,22 @@ def test_out_dir_that_is_a_file(tmp_path):
     f.write_text("x")
     r = ftsweep("run", FTC, "--out", str(f))
     assert r.returncode == 2 and "not a directory" in r.stderr
+
+
+def test_report_names_a_corrupt_part(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    (tmp_path / "runs").mkdir()
+    good = tmp_path / "runs" / "part-a.parquet"
+    pq.write_table(pa.table({"run_id": ["x"], "status": ["ok"]}), good)
+    bad = tmp_path / "runs" / "part-b.parquet"
+    bad.write_bytes(good.read_bytes()[:20])                  # truncated
+    r = ftsweep("report", str(tmp_path))
+    assert r.returncode == 1 and "part-b.parquet" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_report_on_empty_runs(tmp_path):
+    (tmp_path / "runs").mkdir()
+    r = ftsweep("report", str(tmp_path))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
