@@ -265,7 +265,8 @@ def _typed(d: dict) -> dict:
     return out
 
 
-def _member(spec: SweepSpec, point: dict, seed: int) -> MemberConfig:
+def build_member(spec: SweepSpec, point: dict, seed: int) -> MemberConfig:
+    """The validated member config of one grid point (dotted key -> value) and seed; SpecError if impossible."""
     try:
         return member_from_dict(_typed(spec.member_dict(point, seed)))
     except ValueError as e:
@@ -286,7 +287,7 @@ def validate(spec: SweepSpec) -> list[MemberConfig]:
     members = []
     for point in spec.grid_points():
         for extra in extremes:
-            members.append(_member(spec, {**point, **extra}, 0))
+            members.append(build_member(spec, {**point, **extra}, 0))
     flat = members[0].flat()
     if spec.search.kind == "capacity" and spec.search.param not in flat:
         _fail(f"search.param: {spec.search.param} is not a field of this sweep's configs; valid: {', '.join(sorted(flat))}")

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ftcore.config import MemberConfig
-from sweeps.spec import SweepSpec, _member, group_label
+from sweeps.spec import SweepSpec, build_member, group_label
 
 
 @dataclass
@@ -35,7 +35,7 @@ class RoundSearch:
     def probes(self, point: dict, group: str, extra_meta: dict | None = None) -> list[Probe]:
         """One probe per seed for a grid point."""
         meta = {"group": group, "round": self.round, **(extra_meta or {})}
-        return [Probe(_member(self.spec, point, s), dict(meta)) for s in self.spec.seed_list()]
+        return [Probe(build_member(self.spec, point, s), dict(meta)) for s in self.spec.seed_list()]
 
     def next_round(self) -> list[Probe] | None:
         raise NotImplementedError

@@ -53,7 +53,8 @@ class OptunaDriver(RoundSearch):
     def next_round(self):
         s = self.spec.search
         probes = []
-        if self.round == 0:
+        self.round += 1
+        if self.round == 1:
             for g in self.untuned:
                 probes += self.probes(self.points[g], g)
         for g in self.tuned:
@@ -63,8 +64,8 @@ class OptunaDriver(RoundSearch):
                 self.open[(g, trial.number)] = trial
                 probes += self.probes({**self.points[g], **params}, g, {"optuna.trial": trial.number})
         if not probes:
+            self.round -= 1
             return None
-        self.round += 1
         return probes
 
     def record(self, rows):
