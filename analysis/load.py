@@ -70,7 +70,13 @@ def read_runs(dir: str | Path) -> pd.DataFrame:
 
 
 def read_curves(dir: str | Path) -> pd.DataFrame:
-    """One row per (run_id, step) with the metric columns logged at that step."""
+    """One row per (run_id, step) with the metric columns logged at that step.
+
+    Only curves of committed runs: the sink writes a trial's curves part before its runs part (the commit
+    marker), so curve rows whose run_id has no row in `runs/` belong to a trial that died in between.
+    """
     df = read_table(dir, "curves")
+    if "run_id" in df.columns and len(df):
+        df = df[df["run_id"].isin(set(read_runs(dir)["run_id"]))]
     keys = [c for c in ("run_id", "step") if c in df.columns]
     return df.sort_values(keys, kind="stable", ignore_index=True) if keys else df

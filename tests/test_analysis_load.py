@@ -66,6 +66,7 @@ def test_missing_or_empty_runs_dir(tmp_path, make):
 
 def test_read_curves_sorted(tmp_path):
     runs = capacity_runs(ns=(8,), seeds=2)
+    write_parts(runs, tmp_path, "runs", n_parts=1)
     write_parts(curves_for(runs).iloc[::-1], tmp_path, "curves", n_parts=3)
     curves = read_curves(tmp_path)
     assert len(curves) == 3 * len(runs)
@@ -81,3 +82,14 @@ def test_parts_arrow_cannot_unify_go_through_pandas(tmp_path):
     assert runs["fit/success"].iloc[:2].tolist() == [True, False] and pd.isna(runs["fit/success"].iloc[2])
     from analysis.thresholds import success_flags
     assert success_flags(runs, "fit/success").tolist() == [True, False, False]
+
+
+def test_curves_of_uncommitted_runs_are_ignored(tmp_path):
+    """A trial that died between its curves part and its runs part (the commit marker) leaves orphan curves."""
+    runs = capacity_runs(ns=(8,), seeds=2)
+    committed, orphan = runs.iloc[: len(runs) // 2], runs.iloc[len(runs) // 2:]
+    write_parts(committed, tmp_path, "runs", n_parts=1)
+    write_parts(curves_for(runs), tmp_path, "curves", n_parts=2)
+    curves = read_curves(tmp_path)
+    assert set(curves["run_id"]) == set(committed["run_id"])
+    assert not set(curves["run_id"]) & set(orphan["run_id"])

@@ -79,3 +79,13 @@ def test_report_on_empty_runs(tmp_path):
     (tmp_path / "runs").mkdir()
     r = ftsweep("report", str(tmp_path))
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+
+
+def test_run_refuses_an_output_dir_with_results(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    (tmp_path / "runs").mkdir()
+    pq.write_table(pa.table({"run_id": ["x"]}), tmp_path / "runs" / "part-a.parquet")
+    r = ftsweep("run", FTC, "--out", str(tmp_path))
+    assert r.returncode == 2 and "already holds results" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]          # nothing added
