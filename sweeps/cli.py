@@ -115,7 +115,12 @@ def cmd_report(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from sweeps.spec import SpecError
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)       # key=value overrides may follow --out/--address too
+    if extra and (args.cmd == "report" or any(e.startswith("-") for e in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     try:
         return {"run": cmd_run, "validate": cmd_validate, "report": cmd_report}[args.cmd](args)
     except (SpecError, CliError) as e:

@@ -89,3 +89,12 @@ def test_run_refuses_an_output_dir_with_results(tmp_path):
     r = ftsweep("run", FTC, "--out", str(tmp_path))
     assert r.returncode == 2 and "already holds results" in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]          # nothing added
+
+
+def test_overrides_may_follow_options(tmp_path):
+    r = ftsweep("validate", LORA, "model.width=4", "train.method=construction")
+    assert r.returncode == 0 and "8 grid points" in r.stdout, r.stdout + r.stderr
+    r = ftsweep("run", LORA, "--out", str(tmp_path / "o"), "model.width=3", "adapter.rank=9")
+    assert r.returncode == 2 and "adapter.rank" in r.stderr         # the trailing overrides were applied
+    r = ftsweep("run", LORA, "--bogus")
+    assert r.returncode == 2 and "unrecognized arguments" in r.stderr
