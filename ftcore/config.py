@@ -62,8 +62,7 @@ class MemberConfig:
         check(self.seed >= 0, "seed", ">= 0", self.seed)
         task_cls = TASKS.get_entry(self.task.name)
         if self.train.method == "construction":
-            from ftcore.tasks.base import Task
-            check(task_cls.construct is not Task.construct, "train.method",
+            check(task_cls.has_construction, "train.method",
                   f"'adam' for task '{self.task.name}' (it has no construction)", self.train.method)
         ADAPTERS.get_entry(self.adapter.name).check_compatible(self.adapter, self.model, task_cls.io_dims(self.task, self.model))
         task_cls.check_compatible(self.task, self.model, self.adapter, self.train)

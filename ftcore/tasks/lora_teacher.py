@@ -60,6 +60,7 @@ def fresh(gens, n: int, dim: int) -> torch.Tensor:
 @TASKS.register("lora_teacher")
 class LoraTeacher(Task):
     Config = LoraTeacherConfig
+    has_construction = True
 
     @staticmethod
     def io_dims(cfg, model_cfg):
