@@ -64,14 +64,13 @@ def os_access_w(path: Path) -> bool:
 
 
 def cmd_validate(args) -> int:
-    from sweeps.search.capacity import make_ladder
-    from sweeps.spec import load_spec, validate
-    spec = load_spec(args.spec, args.overrides)
-    n = len(validate(spec))
+    from sweeps.spec import load_checked
+    spec, checked = load_checked(args.spec, args.overrides)
+    n = len(checked)
     s = spec.search
     extra = ""
     if s.kind == "capacity":
-        extra = f"; capacity search over {s.param} on a ladder of {len(make_ladder(s.range[0], s.range[1], s.ladder))} values"
+        extra = f"; capacity search over {s.param} on a ladder of {len(s.ladder_values())} values"
     elif s.kind == "optuna":
         extra = f"; optuna over {', '.join(s.params)} ({s.n_trials} trials per tuned group)"
     print(f"{spec.name}: OK — {len(spec.grid_points())} grid points × {spec.seeds} seeds{extra} ({n} configs checked)")

@@ -34,17 +34,23 @@ def _clean(v):
     return None if isinstance(v, float) and math.isnan(v) else v
 
 
+def record_head(payload: dict, member, sweep_meta: dict, trial_id: str) -> dict:
+    """The columns every runs row starts with (DESIGN.md §4): id, sweep/search meta, probe meta, config."""
+    return {"run_id": member.run_id(), **sweep_meta, "trial_id": trial_id, **payload["meta"], **member.flat(),
+            "schema_version": SCHEMA_VERSION}
+
+
 def run_pack(pack: list[dict], sweep_meta: dict, trial_id: str, impl: str) -> tuple[list[dict], list[dict]]:
     members = [member_from_dict(p["config"]) for p in pack]
     t0 = time.perf_counter()
     results = ftcore.fit(members)
     wall = time.perf_counter() - t0
+    env = {"kernels_impl": impl, "node": platform.node(), **_versions()}
     runs, curves = [], []
     for p, m, r in zip(pack, members, results):
-        runs.append({"run_id": r.run_id, **sweep_meta, "trial_id": trial_id, **p["meta"], **m.flat(),
-                     **{k: _clean(v) for k, v in r.metrics.items()}, "status": r.status, "steps": r.steps,
-                     "n_trainable": r.n_trainable, "wall_s": wall / len(members), "pack_size": len(members),
-                     "kernels_impl": impl, "node": platform.node(), **_versions(), "schema_version": SCHEMA_VERSION})
+        runs.append({**record_head(p, m, sweep_meta, trial_id), **{k: _clean(v) for k, v in r.metrics.items()},
+                     "status": r.status, "steps": r.steps, "n_trainable": r.n_trainable,
+                     "wall_s": wall / len(members), "pack_size": len(members), **env})
         curves += [{"run_id": r.run_id, **{k: _clean(v) for k, v in row.items()}} for row in r.curve]
     return runs, curves
 
@@ -74,10 +80,5 @@ def write_tensorboard(tb_root: Path, runs: list[dict], curves: list[dict]) -> No
 
 def failed_rows(packs: list[list[dict]], sweep_meta: dict, trial_id: str, reason: str) -> list[dict]:
     """Rows for members of a trial that failed after all retries: status `failed`, no metrics."""
-    rows = []
-    for pack in packs:
-        for p in pack:
-            m = member_from_dict(p["config"])
-            rows.append({"run_id": m.run_id(), **sweep_meta, "trial_id": trial_id, **p["meta"], **m.flat(),
-                         "status": "failed", "error": reason[:500], "schema_version": SCHEMA_VERSION})
-    return rows
+    return [{**record_head(p, member_from_dict(p["config"]), sweep_meta, trial_id),
+             "status": "failed", "error": reason[:500]} for pack in packs for p in pack]

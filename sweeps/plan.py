@@ -23,15 +23,16 @@ def member_cost(member) -> tuple[int, int]:
 
 def plan_packs(members: list, max_waste: float = 1.5, pack_size: int = 256) -> list[list[int]]:
     """Indices of `members` grouped into packs."""
+    costs = [member_cost(m) for m in members]                      # (rows, capacity) per member
     by_key: dict[tuple, list[int]] = {}
     for i, m in enumerate(members):
         by_key.setdefault(m.pack_key(), []).append(i)
     packs = []
     for idx in by_key.values():
-        idx.sort(key=lambda i: (member_cost(members[i])[0] * member_cost(members[i])[1], i))
+        idx.sort(key=lambda i: (costs[i][0] * costs[i][1], i))
         cur, own, mr, ms = [], 0, 0, 0
         for i in idx:
-            r, s = member_cost(members[i])
+            r, s = costs[i]
             nr, ns = max(mr, r), max(ms, s)
             if cur and (len(cur) >= pack_size or (len(cur) + 1) * nr * ns > max_waste * (own + r * s)):
                 packs.append(cur)
@@ -45,13 +46,14 @@ def plan_packs(members: list, max_waste: float = 1.5, pack_size: int = 256) -> l
 def plan_trials(members: list, n_slots: int, pack_size: int = 256, max_waste: float = 1.5) -> list[list[list[int]]]:
     """-> trials, each a list of packs (lists of member indices)."""
     packs = plan_packs(members, max_waste, pack_size)
-    cost = lambda p: sum(member_cost(members[i])[0] * member_cost(members[i])[1] for i in p)  # noqa: E731
+    member_costs = [r * s for r, s in map(member_cost, members)]
+    pack_costs = {id(p): sum(member_costs[i] for i in p) for p in packs}
     n_trials = max(math.ceil(len(members) / pack_size), min(n_slots, len(packs)), 1)
     trials: list[list[list[int]]] = [[] for _ in range(n_trials)]
     load = [0.0] * n_trials
-    for p in sorted(packs, key=cost, reverse=True):
+    for p in sorted(packs, key=lambda p: pack_costs[id(p)], reverse=True):
         fits = [t for t in range(n_trials) if sum(map(len, trials[t])) + len(p) <= pack_size] or list(range(n_trials))
         t = min(fits, key=lambda t: load[t])
         trials[t].append(p)
-        load[t] += cost(p)
+        load[t] += pack_costs[id(p)]
     return [t for t in trials if t]

@@ -20,7 +20,6 @@ from ray.tune.search import Searcher
 from sweeps.execute import failed_rows
 from sweeps.plan import plan_trials
 from sweeps.search.base import make_search
-from sweeps.search.capacity import make_ladder
 from sweeps.sink import ResultSink
 from sweeps.spec import SweepSpec
 from sweeps.trainable import DRIVER_CPU, pack_driver
@@ -29,7 +28,7 @@ from sweeps.trainable import DRIVER_CPU, pack_driver
 def sweep_meta(spec: SweepSpec) -> dict:
     """Columns every run row of this sweep carries (search and report hints for `analysis`)."""
     s, r = spec.search, spec.report
-    ladder = len(make_ladder(s.range[0], s.range[1], s.ladder)) if s.kind == "capacity" else None
+    ladder = len(s.ladder_values()) if s.kind == "capacity" else None
     return {"sweep": spec.name, "search.kind": s.kind, "search.param": s.param, "search.success": s.success,
             "search.quorum": s.quorum, "search.ladder_size": ladder, "report.kind": r.kind, "report.x": r.x, "report.y": r.y,
             "report.select": r.select, "report.curve_by": ",".join(r.curve_by),

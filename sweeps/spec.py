@@ -25,6 +25,7 @@ import ftcore.models  # noqa: F401
 import ftcore.tasks  # noqa: F401
 from ftcore.config import MemberConfig, TrainConfig, member_from_dict
 from ftcore.registry import ADAPTERS, MODELS, TASKS
+from sweeps.search.capacity import make_ladder
 
 SECTIONS = ("model", "adapter", "task", "train")
 SEARCH_KINDS = ("grid", "capacity", "optuna")
@@ -59,6 +60,10 @@ class SearchSpec:
     mode: str = "min"
     sampler_seed: int = 0
     only: Dict[str, Any] = field(default_factory=dict)   # tune only groups matching these values
+
+    def ladder_values(self) -> list[int]:
+        """The capacity ladder: `ladder` if given, else every integer in `range`."""
+        return make_ladder(self.range[0], self.range[1], self.ladder)
 
 
 @dataclass
@@ -277,13 +282,16 @@ def build_member(spec: SweepSpec, point: dict, seed: int) -> MemberConfig:
 
 
 def validate(spec: SweepSpec) -> list[MemberConfig]:
-    """Build every member config the sweep can produce; return the grid × seeds members."""
+    """Build the config of every grid point (at both ends of a capacity ladder) and return them.
+
+    Seeds do not change validity, so each point is built at seed 0.
+    """
     _check_search(spec)
     _check_axes(spec)
     extremes = [{}]
     if spec.search.kind == "capacity":
-        ladder = spec.search.ladder or spec.search.range
-        extremes = [{spec.search.param: int(min(ladder))}, {spec.search.param: int(max(ladder))}]
+        ladder = spec.search.ladder_values()
+        extremes = [{spec.search.param: ladder[0]}, {spec.search.param: ladder[-1]}]
     members = []
     for point in spec.grid_points():
         for extra in extremes:
@@ -297,10 +305,14 @@ def validate(spec: SweepSpec) -> list[MemberConfig]:
     return members
 
 
-def load_spec(path: str | Path, overrides: list[str] = ()) -> SweepSpec:
+def load_checked(path: str | Path, overrides: list[str] = ()) -> tuple[SweepSpec, list[MemberConfig]]:
+    """The validated spec and the configs that validation built."""
     spec = _merge(_read_yaml(Path(path)), list(overrides))
-    validate(spec)
-    return spec
+    return spec, validate(spec)
+
+
+def load_spec(path: str | Path, overrides: list[str] = ()) -> SweepSpec:
+    return load_checked(path, overrides)[0]
 
 
 def spec_to_yaml(spec: SweepSpec) -> str:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from sweeps.search.base import RoundSearch
-from sweeps.search.capacity import CapacitySearch, make_ladder
+from sweeps.search.capacity import CapacitySearch
 from sweeps.spec import SweepSpec, group_label
 
 
@@ -11,7 +11,7 @@ class CapacityDriver(RoundSearch):
         super().__init__(spec, out_dir)
         s = spec.search
         self.points = {group_label(p): p for p in spec.grid_points()}
-        self.ladder = make_ladder(s.range[0], s.range[1], s.ladder)
+        self.ladder = s.ladder_values()
         self.search = CapacitySearch(list(self.points), self.ladder, s.quorum)
         self.asked: dict[str, int] = {}
 
