@@ -1,6 +1,13 @@
 """Shared test set-up."""
+import os
+
 import pytest
 import torch
+
+# Without a GPU the Triton kernels run in Triton's interpreter on CPU tensors. The interpreter replaces
+# @triton.jit at decoration time, so this must be set before any kernels module is imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(autouse=True)
