@@ -49,32 +49,33 @@ def check_pack(members: list[MemberConfig]) -> None:
         raise ValueError("a pack's members must agree outside their per-member fields (seed, lr, rank, ...)")
 
 
-def build_pack(members: list[MemberConfig], dtype: torch.dtype):
-    """-> (task, adapted model) for the pack, in `dtype`."""
+def build_pack(members: list[MemberConfig], dtype: torch.dtype, device: torch.device | str = "cpu"):
+    """-> (task, adapted model) for the pack, in `dtype` on `device` (built on the CPU from the members'
+    generators, then moved, so a member's numbers do not depend on the device it trains on)."""
     c0, seeds = members[0], [m.seed for m in members]
     task = TASKS.get_entry(c0.task.name)([m.task for m in members], c0.model, seeds)
     base = task.build_base()
     in_dim, out_dim = task.io_dims(c0.task, c0.model)
     model = build_adapter([m.adapter for m in members], base, in_dim, out_dim, generators(seeds, "adapter"))
-    return task.to(dtype), model.to(dtype)
+    return task.to(dtype, device), model.to(device, dtype)
 
 
-def fit(members: list[MemberConfig], report=None) -> list[MemberResult]:
+def fit(members: list[MemberConfig], report=None, device: torch.device | str = "cpu") -> list[MemberResult]:
     check_pack(members)
     c0, E = members[0], len(members)
     construction = c0.train.method == "construction"
-    task, model = build_pack(members, torch.float64 if construction else torch.float32)
+    task, model = build_pack(members, torch.float64 if construction else torch.float32, device)
     steps = 0 if construction else c0.train.steps
     if construction:
         task.construct(model)
     opt = PackedAdamW([p for p in model.parameters() if p.requires_grad],
                       lr=[m.train.lr for m in members], weight_decay=[m.train.weight_decay for m in members],
                       grad_clip=[m.train.grad_clip for m in members])
-    active = torch.ones(E, dtype=torch.bool)
+    active = torch.ones(E, dtype=torch.bool, device=device)
     status, stopped = ["ok"] * E, [steps] * E
     final: list[dict] = [{} for _ in range(E)]
     curves: list[list[dict]] = [[] for _ in range(E)]
-    last_loss = torch.full((E,), float("nan"))
+    last_loss = torch.full((E,), float("nan"), device=device)
     success_key = task.success_metric if c0.train.early_stop else None
 
     for step in range(steps + 1):

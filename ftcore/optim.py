@@ -8,56 +8,65 @@ parameter slice p_e with gradient g_e (Loshchilov & Hutter, decoupled weight dec
     m ← β1 m + (1 − β1) g_e,   v ← β2 v + (1 − β2) g_e²
     p_e ← p_e − η_e·s_t · ( m̂ / (√v̂ + ε) + λ_e p_e )
 
-where s_t is the schedule factor. Inactive members (finished or diverged) are left exactly as they are:
-their gradients are replaced by zeros and their update is skipped with `torch.where`, so a NaN in one
-member never leaks into the others. The Triton fused version belongs to `kernels/` (a later issue);
-this is the reference path.
+where s_t is the schedule factor. Inactive members (finished or diverged) are left exactly as they are,
+and a NaN in one member never leaks into the others.
+
+Layout: the trainable parameters are moved into one flat buffer (E, P) — each parameter becomes a view
+`flat[:, a:b].view(E, ...)` — so that a single `kernels.multi_adamw_` launch (Triton on CUDA, its torch
+reference elsewhere) updates every parameter of every member. Gradients are gathered into the matching
+(E, P) buffer with one `torch.cat`. Build the optimizer after the model is on its device and dtype.
 """
 from __future__ import annotations
 
 import torch
 
+from kernels.multi_adamw import multi_adamw_
+
 
 class PackedAdamW:
     def __init__(self, params: list[torch.Tensor], lr, weight_decay, betas=(0.9, 0.999), eps=1e-8, grad_clip=None):
         self.params = [p for p in params if p.requires_grad]
-        self.lr = torch.as_tensor(lr, dtype=torch.float64)                     # (E,)
-        self.wd = torch.as_tensor(weight_decay, dtype=torch.float64)           # (E,)
-        self.clip = None if grad_clip is None else torch.as_tensor(grad_clip, dtype=torch.float64)
-        self.b1, self.b2, self.eps = betas[0], betas[1], eps
-        self.m = [torch.zeros_like(p) for p in self.params]
-        self.v = [torch.zeros_like(p) for p in self.params]
-        self.t = 0
+        self.eps, self.t = float(eps), 0
+        if not self.params:
+            return
+        p0 = self.params[0]
+        E, dev = p0.shape[0], p0.device
+        if any(p.dtype != p0.dtype or p.device != dev or p.shape[0] != E for p in self.params):
+            raise ValueError("PackedAdamW: every parameter needs the same dtype, device and member axis E")
+        hyper = p0.dtype if p0.dtype == torch.float64 else torch.float32
+
+        def per_member(v, default=0.0):
+            v = default if v is None else v
+            return torch.as_tensor(v, dtype=hyper).to(dev).expand(E).contiguous()       # (E,)
+
+        self.lr, self.wd = per_member(lr), per_member(weight_decay)
+        self.clip = per_member([0.0 if c is None else c for c in grad_clip] if isinstance(grad_clip, (list, tuple))
+                               else grad_clip)
+        self.b1, self.b2 = per_member(betas[0]), per_member(betas[1])
+        self.flat = torch.cat([p.detach().reshape(E, -1) for p in self.params], 1).contiguous()   # (E, P)
+        off = 0
+        for p in self.params:                                   # params become views into the flat buffer
+            n = p[0].numel()
+            p.data = self.flat[:, off:off + n].view(p.shape)
+            off += n
+        self.grad = torch.zeros_like(self.flat)                 # (E, P)
+        self.m, self.v = torch.zeros_like(self.flat), torch.zeros_like(self.flat)
 
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None
 
-    def _view(self, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        return x.to(p.dtype).view(-1, *([1] * (p.dim() - 1)))                  # (E, 1, ...)
-
-    def _clip_coef(self, grads: list[torch.Tensor]) -> torch.Tensor | None:
-        if self.clip is None or not bool((self.clip > 0).any()):
-            return None
-        sq = sum(g.pow(2).flatten(1).sum(1) for g in grads)                    # (E,)
-        coef = (self.clip.to(sq) / (sq.sqrt() + 1e-12)).clamp(max=1.0)
-        return torch.where(self.clip.to(sq) > 0, coef, torch.ones_like(coef))
+    def _gather_grads(self) -> None:
+        E = self.flat.shape[0]
+        grads = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(E, -1) for p in self.params]
+        torch.cat(grads, 1, out=self.grad)
 
     @torch.no_grad()
     def step(self, active: torch.Tensor, lr_factor: float = 1.0) -> None:
         """active: (E,) bool. Updates only active members."""
+        if not self.params:
+            return
         self.t += 1
-        grads = []
-        for p in self.params:
-            g = p.grad if p.grad is not None else torch.zeros_like(p)
-            grads.append(torch.where(self._view(active, p).bool(), g, torch.zeros_like(g)))
-        coef = self._clip_coef(grads)
-        bc1, bc2 = 1 - self.b1 ** self.t, 1 - self.b2 ** self.t
-        for p, g, m, v in zip(self.params, grads, self.m, self.v):
-            if coef is not None:
-                g = g * self._view(coef, p)
-            m.mul_(self.b1).add_(g, alpha=1 - self.b1)
-            v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
-            lr = self._view(self.lr * lr_factor, p)
-            upd = (m / bc1) / ((v / bc2).sqrt() + self.eps) + self._view(self.wd, p) * p
-            p.copy_(torch.where(self._view(active, p).bool(), p - lr * upd, p))
+        self._gather_grads()
+        multi_adamw_(self.flat, self.grad, self.m, self.v, self.lr, self.b1, self.b2, self.eps, self.wd,
+                     self.clip, active.to(self.flat.device), self.t, float(lr_factor))

@@ -1,30 +1,71 @@
 """One dispatch point: Triton kernels on CUDA tensors when available, the plain-torch reference otherwise.
 
-`FTCORE_KERNELS` forces a choice: `auto` (default), `torch`, `triton`. The implementation in use is
-recorded in every run row (`kernels_impl`). No fused op is wired into the training loop yet (the Triton
-kernels arrive with the speed issue), so today every run records `torch`.
+`FTCORE_KERNELS` forces a choice:
+* `auto` (default) — Triton for CUDA tensors when triton imports, the `<op>_ref` otherwise;
+* `torch` — always the reference;
+* `triton` — always Triton; on CPU tensors this needs `TRITON_INTERPRET=1` (Triton's interpreter: slow,
+  for tests), and is an error otherwise, so a forced choice never silently falls back.
+The implementation a pack used is recorded in every run row (`kernels_impl`), via `impl_for(device)`.
 """
 from __future__ import annotations
 
+import functools
+import logging
 import os
 
+import torch
+
 CHOICES = ("auto", "torch", "triton")
-FUSED_OPS: tuple[str, ...] = ()      # ops with a Triton implementation wired into ftcore
+FUSED_OPS = ("lora_linear", "packed_mlp", "multi_adamw")      # ops with a Triton implementation wired into ftcore
+log = logging.getLogger("ftcore.kernels")
 
 
-def triton_available() -> bool:
+@functools.cache
+def triton_importable() -> bool:
     try:
-        import torch
         import triton  # noqa: F401
-        return torch.cuda.is_available()
+        return True
     except ImportError:
         return False
 
 
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def choice() -> str:
+    c = os.environ.get("FTCORE_KERNELS", "auto")
+    if c not in CHOICES:
+        raise ValueError(f"FTCORE_KERNELS: must be one of {', '.join(CHOICES)} (got {c!r})")
+    return c
+
+
+def impl_for(device: torch.device | str) -> str:
+    """'triton' or 'torch': what the fused ops will run for tensors on `device`."""
+    c, cuda = choice(), torch.device(device).type == "cuda"
+    if c == "torch":
+        impl = "torch"
+    elif c == "triton":
+        if not triton_importable() or not (cuda or interpreting()):
+            raise ValueError("FTCORE_KERNELS=triton: Triton needs CUDA tensors (or TRITON_INTERPRET=1 on CPU) "
+                             "and an importable triton")
+        impl = "triton"
+    else:
+        impl = "triton" if cuda and triton_importable() else "torch"
+    _log_once(impl, str(device))
+    return impl
+
+
+def use_triton(*tensors: torch.Tensor) -> bool:
+    """True when the fused ops should take the Triton path for these tensors."""
+    return impl_for(tensors[0].device) == "triton"
+
+
 def active_impl() -> str:
-    choice = os.environ.get("FTCORE_KERNELS", "auto")
-    if choice not in CHOICES:
-        raise ValueError(f"FTCORE_KERNELS: must be one of {', '.join(CHOICES)} (got {choice!r})")
-    if choice == "triton" and not (FUSED_OPS and triton_available()):
-        raise ValueError("FTCORE_KERNELS=triton: no Triton kernel is available here (needs CUDA, triton and a fused op)")
-    return "triton" if choice != "torch" and FUSED_OPS and triton_available() else "torch"
+    """The implementation for CPU tensors (where a CPU-only worker trains)."""
+    return impl_for("cpu")
+
+
+@functools.cache
+def _log_once(impl: str, device: str) -> None:
+    log.info("ftcore kernels: %s on %s (FTCORE_KERNELS=%s)", impl, device, choice())

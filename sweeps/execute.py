@@ -16,7 +16,9 @@ import torch
 
 import ftcore
 from ftcore.config import member_from_dict
-from kernels.dispatch import active_impl
+from ftcore.footprint import max_members
+from kernels.dispatch import impl_for
+from sweeps.plan import member_cost
 from sweeps.sink import SCHEMA_VERSION, ResultSink
 from sweeps.tensorboard import write_run_events
 
@@ -40,12 +42,12 @@ def record_head(payload: dict, member, sweep_meta: dict, trial_id: str) -> dict:
             "schema_version": SCHEMA_VERSION}
 
 
-def run_pack(pack: list[dict], sweep_meta: dict, trial_id: str, impl: str) -> tuple[list[dict], list[dict]]:
+def run_pack(pack: list[dict], sweep_meta: dict, trial_id: str, device: str = "cpu") -> tuple[list[dict], list[dict]]:
     members = [member_from_dict(p["config"]) for p in pack]
     t0 = time.perf_counter()
-    results = ftcore.fit(members)
+    results = ftcore.fit(members, device=device)
     wall = time.perf_counter() - t0
-    env = {"kernels_impl": impl, "node": platform.node(), **_versions()}
+    env = {"kernels_impl": impl_for(device), "device": device, "node": platform.node(), **_versions()}
     runs, curves = [], []
     for p, m, r in zip(pack, members, results):
         runs.append({**record_head(p, m, sweep_meta, trial_id), **{k: _clean(v) for k, v in r.metrics.items()},
@@ -55,11 +57,22 @@ def run_pack(pack: list[dict], sweep_meta: dict, trial_id: str, impl: str) -> tu
     return runs, curves
 
 
-def execute_trial(packs: list[list[dict]], out_dir: str, trial_id: str, sweep_meta: dict) -> list[dict]:
-    impl = active_impl()
+def split_for_memory(pack: list[dict], budget_bytes: float | None) -> list[list[dict]]:
+    """Cut a pack into packs whose padded footprint (E × the largest member's bytes) fits the budget."""
+    if not budget_bytes:
+        return [pack]
+    members = [member_from_dict(p["config"]) for p in pack]
+    largest = max(range(len(pack)), key=lambda i: member_cost(members[i]))
+    cap = max_members(members[largest], budget_bytes)
+    return [pack[i:i + cap] for i in range(0, len(pack), cap)]
+
+
+def execute_trial(packs: list[list[dict]], out_dir: str, trial_id: str, sweep_meta: dict,
+                  device: str = "cpu", budget_bytes: float | None = None) -> list[dict]:
+    """Train a trial's packs one after another on `device`, each cut to fit `budget_bytes`; write the records."""
     runs, curves = [], []
-    for pack in packs:
-        r, c = run_pack(pack, sweep_meta, trial_id, impl)
+    for pack in (part for pack in packs for part in split_for_memory(pack, budget_bytes)):
+        r, c = run_pack(pack, sweep_meta, trial_id, device)
         runs += r
         curves += c
     ResultSink(out_dir).write_pack(trial_id, runs, curves)

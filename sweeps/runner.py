@@ -1,4 +1,5 @@
-"""Drive a sweep on Ray Tune: rounds from a search, packed into trials, run in Ray Train workers.
+"""Drive a sweep on Ray Tune: rounds from a search, packed into trials, run by reused Tune actors (or Ray Train
+workers with `execution.worker: train`).
 
 `PackSearcher` is a Tune `Searcher` over *rounds*: `suggest` hands out the current round's trials and
 answers None (wait) until they have all completed, then asks the search for the next round, and
@@ -9,6 +10,7 @@ recorded as `failed`).
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -21,8 +23,8 @@ from sweeps.execute import failed_rows
 from sweeps.plan import plan_trials
 from sweeps.search.base import make_search
 from sweeps.sink import ResultSink
-from sweeps.spec import SweepSpec
-from sweeps.trainable import DRIVER_CPU, pack_driver
+from sweeps.spec import SpecError, SweepSpec
+from sweeps.trainable import trainable_for
 
 
 def sweep_meta(spec: SweepSpec) -> dict:
@@ -36,9 +38,10 @@ def sweep_meta(spec: SweepSpec) -> dict:
 
 
 class PackSearcher(Searcher):
-    def __init__(self, spec: SweepSpec, out_dir: Path, n_slots: int, progress):
+    def __init__(self, spec: SweepSpec, out_dir: Path, n_slots: int, progress, budget_bytes: float | None = None):
         super().__init__(metric="n_runs", mode="max")
         self.spec, self.out, self.n_slots, self.progress = spec, Path(out_dir), n_slots, progress
+        self.budget_bytes = budget_bytes
         self.search = make_search(spec, out_dir)
         self.meta = sweep_meta(spec)
         self.queue: list[list] = []
@@ -67,7 +70,8 @@ class PackSearcher(Searcher):
             return
         members = [p.member for p in probes]
         ex = self.spec.execution
-        trials = plan_trials(members, self.n_slots, ex.pack_size, ex.max_waste)
+        trials = plan_trials(members, self.n_slots, ex.pack_size or auto_pack_size(len(members), self.n_slots),
+                             ex.max_waste)
         self.queue = [[[probes[i].payload() for i in pack] for pack in trial] for trial in trials]
         groups = len({p.meta["group"] for p in probes})
         self.progress(f"round {self.search.round}: {len(probes)} runs ({groups} groups) in {len(trials)} trial(s), "
@@ -88,8 +92,10 @@ class PackSearcher(Searcher):
             return None
         packs = self.queue.pop(0)
         self.outstanding[trial_id] = packs
-        return {"packs": packs, "out": str(self.out), "storage": str(self.out / "ray"),
-                "cpus": self.spec.execution.cpus_per_trial, "sweep_meta": self.meta}
+        ex = self.spec.execution
+        return {"packs": packs, "out": str(self.out), "storage": str(self.out / "ray"), "cpus": ex.cpus_per_trial,
+                "threads": ex.cpus_per_trial, "gpus": ex.gpus_per_trial, "memory_fraction": ex.memory_fraction,
+                "budget_bytes": self.budget_bytes, "sweep_meta": self.meta}
 
     def on_trial_complete(self, trial_id, result=None, error=False):
         packs = self.outstanding.pop(trial_id, None)
@@ -120,16 +126,36 @@ def init_ray(address: str | None) -> bool:
     return True
 
 
+def slots(ex, resources: dict) -> int:
+    """Concurrent trials the cluster's resources allow: CPUs per trial, and GPUs per trial when on GPU."""
+    n = int(resources.get("CPU", 1) // ex.cpus_per_trial)
+    if ex.gpus_per_trial > 0:
+        n = min(n, int(resources.get("GPU", 0) // ex.gpus_per_trial + 1e-9))
+    return n
+
+
+def auto_pack_size(n_members: int, n_slots: int) -> int:
+    """`execution.pack_size: 0`: spread a round evenly over the slots (every core busy, fewest trials).
+    Memory is the worker's concern: it cuts a pack that would not fit its share (`split_for_memory`)."""
+    return max(1, math.ceil(n_members / max(n_slots, 1)))
+
+
 def run_sweep(spec: SweepSpec, out_dir: Path, address: str | None = None, progress=print) -> dict:
     out_dir = Path(out_dir).resolve()
     started = init_ray(address)
     try:
-        cpus = spec.execution.cpus_per_trial
-        n_slots = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus))
+        ex = spec.execution
+        resources = ray.cluster_resources()
+        n_slots = slots(ex, resources)
+        if n_slots < 1:
+            need = f"{ex.cpus_per_trial} CPU" + (f" and {ex.gpus_per_trial} GPU" if ex.gpus_per_trial else "")
+            raise SpecError(f"execution: a trial needs {need}, but the cluster has "
+                            f"{resources.get('CPU', 0):g} CPU and {resources.get('GPU', 0):g} GPU")
         os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(n_slots)
-        searcher = PackSearcher(spec, out_dir, n_slots, progress)
+        budget = ex.memory_fraction * resources.get("memory", 0) / n_slots or None    # bytes per CPU slot
+        searcher = PackSearcher(spec, out_dir, n_slots, progress, budget)
         tuner = ray.tune.Tuner(
-            ray.tune.with_resources(pack_driver, {"CPU": DRIVER_CPU}),
+            trainable_for(ex.worker, ex.cpus_per_trial, ex.gpus_per_trial),
             tune_config=ray.tune.TuneConfig(search_alg=searcher, num_samples=-1, max_concurrent_trials=n_slots,
                                             reuse_actors=True, trial_dirname_creator=lambda t: t.trial_id,
                                             trial_name_creator=lambda t: t.trial_id),

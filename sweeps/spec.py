@@ -79,9 +79,12 @@ class ReportSpec:
 
 @dataclass
 class ExecutionSpec:
-    pack_size: int = 256          # most members in one Tune trial
+    pack_size: int = 0            # most members in one Tune trial; 0 = auto (memory and slots, sweeps/pack_size.py)
     max_waste: float = 1.5        # padded cost / real cost allowed when sharing a pack
-    cpus_per_trial: int = 1       # CPUs of the Ray Train worker (torch threads)
+    cpus_per_trial: int = 1       # CPUs per trial (torch threads)
+    gpus_per_trial: float = 0.0   # > 0: members train on CUDA; fractions share a GPU between trials
+    worker: str = "tune"          # tune: packs run in the (reused) Tune trial actor; train: each trial launches a Ray Train worker
+    memory_fraction: float = 0.5  # share of a node's memory (GPU memory when on GPU) the packs of all slots may use
     max_failures: int = 2         # Tune retries of a failed trial
 
 
@@ -196,6 +199,24 @@ def _resolve_end(spec: SweepSpec, key: str, end: str) -> int:
     return value
 
 
+WORKERS = ("tune", "train")
+
+
+def _check_execution(ex: ExecutionSpec) -> None:
+    if ex.pack_size < 0:
+        _fail(f"execution.pack_size: must be >= 1, or 0 for auto (got {ex.pack_size})")
+    if ex.cpus_per_trial < 1 or ex.max_failures < 0:
+        _fail("execution: cpus_per_trial must be >= 1, max_failures >= 0")
+    if ex.gpus_per_trial < 0:
+        _fail(f"execution.gpus_per_trial: must be >= 0 (got {ex.gpus_per_trial})")
+    if ex.worker not in WORKERS:
+        _fail(f"execution.worker: must be one of {', '.join(WORKERS)} (got {ex.worker!r})")
+    if not 0 < ex.memory_fraction <= 1:
+        _fail(f"execution.memory_fraction: must be in (0, 1] (got {ex.memory_fraction})")
+    if ex.max_waste < 1:
+        _fail(f"execution.max_waste: must be >= 1 (got {ex.max_waste})")
+
+
 def _check_search(spec: SweepSpec) -> None:
     s = spec.search
     if s.kind not in SEARCH_KINDS:
@@ -204,10 +225,7 @@ def _check_search(spec: SweepSpec) -> None:
         _fail(f"report.kind: must be one of capacity, rank_curve or empty (got {spec.report.kind!r})")
     if spec.seeds < 1:
         _fail(f"seeds: must be >= 1 (got {spec.seeds})")
-    if spec.execution.pack_size < 1 or spec.execution.cpus_per_trial < 1 or spec.execution.max_failures < 0:
-        _fail("execution: pack_size and cpus_per_trial must be >= 1, max_failures >= 0")
-    if spec.execution.max_waste < 1:
-        _fail(f"execution.max_waste: must be >= 1 (got {spec.execution.max_waste})")
+    _check_execution(spec.execution)
     if s.kind == "capacity":
         if not s.param or "." not in s.param:
             _fail("search.param: a dotted capacity field such as adapter.width or adapter.rank is required for search.kind=capacity")

@@ -1,9 +1,18 @@
-"""The Ray layer of one trial: a Tune function trainable that runs its packs in a Ray Train worker.
+"""The Ray layer of one trial: a Tune function trainable that trains the trial's packs.
 
-Current Train V2 + Tune pattern (docs: "Hyperparameter Tuning with Ray Tune", Ray ≥ 2.43): the Tune
-trial is a light driver function (`tune.with_resources(pack_driver, {"CPU": DRIVER_CPU})`) that builds a
-`TorchTrainer` whose single worker runs `pack_worker`; the worker's `ray.train.report` reaches the Tune
-trial through `TuneReportCallback`. Not the deprecated `Tuner(trainer)`.
+Two workers (`execution.worker`):
+
+* `tune` (default): the packs run inside the Tune trial's own actor, which holds the trial's CPUs/GPU
+  (`tune.with_resources(pack_trial, {"CPU": c, "GPU": g})`). With `reuse_actors=True` Tune keeps the actor
+  (torch imported, threads set) from one trial to the next: measured on 2 CPUs, a trial costs ~0.1 s of
+  Ray time instead of 9–13 s for launching a `TorchTrainer` (DESIGN.md §6). Members of a pack are
+  independent runs — no gradient all-reduce — so Ray Train's worker group buys nothing per trial.
+* `train`: the Tune trial is a light driver (`{"CPU": DRIVER_CPU}`) that launches a Ray Train
+  `TorchTrainer` with one worker running `pack_worker`; its `ray.train.report` reaches Tune through
+  `TuneReportCallback` (the Train V2 + Tune pattern, Ray ≥ 2.43). For clusters where trials should get
+  Train's worker placement and failure handling; not the deprecated `Tuner(trainer)`.
+
+Either way a trial reports once, with all its member rows (not per member-step: DESIGN.md §6).
 """
 from __future__ import annotations
 
@@ -11,32 +20,55 @@ import json
 
 import ray.train
 import ray.tune
-from ray.train.torch import TorchTrainer
-from ray.tune.integration.ray_train import TuneReportCallback
 
 DRIVER_CPU = 0.01
 
 
-def pack_worker(config: dict) -> None:
-    """Runs inside the Ray Train worker process."""
+def _train_packs(config: dict, trial_id: str) -> dict:
     import torch
 
     from sweeps.execute import execute_trial
     torch.set_num_threads(int(config["threads"]))
-    rows = execute_trial(config["packs"], config["out"], config["trial_id"], config["sweep_meta"])
-    ray.train.report({"rows": json.dumps(rows, default=str), "n_runs": len(rows)})
+    gpus = float(config.get("gpus", 0))
+    device, budget = ("cuda", None) if gpus > 0 else ("cpu", config.get("budget_bytes"))
+    if device == "cuda":   # this trial's share of its GPU's memory
+        total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+        budget = config["memory_fraction"] * min(gpus, 1.0) * total
+    rows = execute_trial(config["packs"], config["out"], trial_id, config["sweep_meta"], device=device,
+                         budget_bytes=budget)
+    return {"rows": json.dumps(rows, default=str), "n_runs": len(rows)}
+
+
+def pack_trial(config: dict) -> None:
+    """`execution.worker: tune` — the Tune trial trains its packs itself."""
+    ray.tune.report(_train_packs(config, ray.tune.get_context().get_trial_id()))
+
+
+def pack_worker(config: dict) -> None:
+    """`execution.worker: train` — runs inside the Ray Train worker process."""
+    ray.train.report(_train_packs(config, config["trial_id"]))
 
 
 def pack_driver(config: dict) -> None:
-    """The Tune trial: launch one Ray Train run for this trial's packs."""
+    """`execution.worker: train` — the Tune trial: launch one Ray Train run for this trial's packs."""
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
     trial_id = ray.tune.get_context().get_trial_id()
-    cpus = float(config["cpus"])
+    cpus, gpus = float(config["cpus"]), float(config.get("gpus", 0))
+    resources = {"CPU": cpus - DRIVER_CPU, **({"GPU": gpus} if gpus else {})}
     trainer = TorchTrainer(
         pack_worker,
-        train_loop_config={**config, "trial_id": trial_id, "threads": max(1, int(cpus))},
-        scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=False,
-                                               resources_per_worker={"CPU": cpus - DRIVER_CPU}),
+        train_loop_config={**config, "trial_id": trial_id},
+        scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=gpus > 0, resources_per_worker=resources),
         run_config=ray.train.RunConfig(name=f"train-{trial_id}", storage_path=config["storage"],
                                        callbacks=[TuneReportCallback()]),
     )
     trainer.fit()
+
+
+def trainable_for(worker: str, cpus: int, gpus: float):
+    """The Tune trainable with its resources for `execution.worker`."""
+    if worker == "train":
+        return ray.tune.with_resources(pack_driver, {"CPU": DRIVER_CPU})
+    return ray.tune.with_resources(pack_trial, {"CPU": cpus, **({"GPU": gpus} if gpus else {})})

@@ -16,7 +16,7 @@ def run_rounds(spec: SweepSpec, out_dir) -> tuple:
         payloads = [p.payload() for p in probes]
         rows = []
         for pack in plan_packs([p.member for p in probes]):
-            rows += run_pack([payloads[i] for i in pack], sweep_meta(spec), f"r{search.round}", "torch")[0]
+            rows += run_pack([payloads[i] for i in pack], sweep_meta(spec), f"r{search.round}")[0]
         search.record(rows)
         rows_all += rows
     return search, rows_all

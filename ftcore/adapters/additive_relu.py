@@ -42,6 +42,7 @@ class AdditiveReLU(Adapter):
     Config = AdditiveReluConfig
     per_member = AdditiveReluConfig.per_member
     capacity_field = "width"
+    touches_base = False
 
     def __init__(self, cfgs, base, in_dim, out_dim, gens):
         super().__init__(cfgs, base, in_dim, out_dim, gens)

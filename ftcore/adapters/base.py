@@ -15,11 +15,13 @@ class Adapter(nn.Module):
     Config = None
     per_member: tuple = ()
     capacity_field: str | None = None      # the config field a capacity search may vary
+    touches_base: bool = True              # False: output(x, f(x)) only — the frozen f(x) can be cached
 
     def __init__(self, cfgs: list, base: nn.Module, in_dim: int, out_dim: int, gens: list[torch.Generator]):
         super().__init__()
         self.cfgs, self.base, self.E = cfgs, base.freeze(), len(cfgs)
         self.in_dim, self.out_dim = in_dim, out_dim
+        self._base_cache: tuple | None = None      # (x, f(x)) for the last batch, when not touches_base
 
     @staticmethod
     def check_compatible(cfg, model_cfg, io_dims) -> None:
@@ -38,7 +40,22 @@ class Adapter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (E, B, in) -> (E, B, out)."""
-        return self.output(x, self.base(x, linear=self.linear))
+        if self.touches_base:
+            return self.output(x, self.base(x, linear=self.linear))
+        return self.output(x, self.frozen_output(x))
+
+    @torch.no_grad()
+    def frozen_output(self, x: torch.Tensor) -> torch.Tensor:
+        """f(x) of the frozen base, computed once per batch tensor: a full-batch task (FTC) hands the same x
+        every step, so the base runs once per pack instead of once per step (DESIGN.md §3). Keyed on the
+        tensor object, which the cache keeps alive; `.to()` drops the cache."""
+        if self._base_cache is None or self._base_cache[0] is not x:
+            self._base_cache = (x, self.base(x))
+        return self._base_cache[1]
+
+    def _apply(self, fn, *args, **kwargs):
+        self._base_cache = None
+        return super()._apply(fn, *args, **kwargs)
 
     def n_trainable(self) -> list[int]:
         """Trainable parameters per member, counting only unmasked entries."""

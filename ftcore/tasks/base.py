@@ -18,7 +18,7 @@ class Task:
 
     def __init__(self, cfgs: list, model_cfg, seeds: list[int]):
         self.cfgs, self.model_cfg, self.seeds, self.E = cfgs, model_cfg, seeds, len(cfgs)
-        self.dtype = torch.float32
+        self.dtype, self.device = torch.float32, torch.device("cpu")
 
     # -- static checks and sizes (used before any tensor exists) ------------------------------------
     @staticmethod
@@ -38,12 +38,14 @@ class Task:
     def build_base(self) -> torch.nn.Module:
         raise NotImplementedError
 
-    def to(self, dtype: torch.dtype) -> "Task":
-        """Cast every floating tensor attribute (data) to dtype."""
-        self.dtype = dtype
+    def to(self, dtype: torch.dtype, device: torch.device | str | None = None) -> "Task":
+        """Move every tensor attribute (data) to `device` and cast the floating ones to dtype."""
+        self.dtype, self.device = dtype, torch.device(device) if device is not None else self.device
         for k, v in vars(self).items():
-            if isinstance(v, torch.Tensor) and v.is_floating_point():
-                setattr(self, k, v.to(dtype))
+            if isinstance(v, torch.Tensor):
+                setattr(self, k, v.to(self.device, dtype) if v.is_floating_point() else v.to(self.device))
+            elif isinstance(v, torch.nn.Module):
+                v.to(self.device, dtype)
         return self
 
     def batch(self, step: int):

@@ -122,19 +122,17 @@ class LoraTeacher(Task):
             (f(x) - self.target(x)).pow(2).mean((1, 2)).sum().backward()
             opt.step(active)
 
-    def to(self, dtype):
+    def to(self, dtype, device=None):
         """Cast, then relabel the held-out sets in `dtype` (float64 for the construction: exact to 1e-30)."""
-        self.target.to(dtype)
-        self.base.to(dtype)
-        super().to(dtype)
+        super().to(dtype, device)
         self._label_held_out()
         return self
 
     def batch(self, step):
-        x = fresh(self.batch_gens, self.cfgs[0].batch_size, self.model_cfg.width).to(self.dtype)   # (E, B, D)
+        x = fresh(self.batch_gens, self.cfgs[0].batch_size, self.model_cfg.width).to(self.device, self.dtype)  # (E, B, D)
         with torch.no_grad():
             y = self.target(x)
-        w = torch.full(x.shape[:2], 1.0 / x.shape[1], dtype=self.dtype)
+        w = torch.full(x.shape[:2], 1.0 / x.shape[1], dtype=self.dtype, device=self.device)
         return x, y, w
 
     @torch.no_grad()

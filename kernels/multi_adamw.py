@@ -1,0 +1,240 @@
+"""multi_adamw: one fused AdamW step for every member of a pack, each with its own hyperparameters.
+
+A pack keeps all trainable parameters of one dtype in ONE flat buffer `param` (E, P): member-major and
+contiguous, each model parameter a view into it; `grad`, `exp_avg` (m) and `exp_avg_sq` (v) are (E, P)
+buffers alike. For member e (row e), at global step t ≥ 1 and schedule factor s (Loshchilov & Hutter,
+decoupled weight decay; the same math as `ftcore/optim.py::PackedAdamW.step`, with per-member betas):
+
+    g_e ← g_e · min(1, c_e / (‖g_e‖₂ + 1e-12))        only when c_e > 0; the norm covers the whole row
+    m_e ← β1_e m_e + (1 − β1_e) g_e,    v_e ← β2_e v_e + (1 − β2_e) g_e²
+    p_e ← p_e − η_e·s · ( (m_e / (1 − β1_e^t)) / (√(v_e / (1 − β2_e^t)) + ε) + λ_e p_e )
+
+Inactive members (active[e] False) are not touched at all: p, m and v stay bit-exact and their grad row
+is never read, so a NaN/inf there cannot reach anything (not even the other members' norms).
+
+Dtypes: param and grad share a dtype (fp32, fp16 or bf16); exp_avg and exp_avg_sq are always fp32 (a
+16-bit second moment underflows); all math is fp32, the result rounded once to the param dtype. The
+bias corrections 1 − β^t are computed in fp64 by repeated squaring (1 − β2^t at t = 1 is ~1e-3, and
+forming it from an fp32 power loses 4-5 digits to cancellation), then rounded to fp32.
+Per-member vectors lr, beta1, beta2, weight_decay, max_norm are (E,) fp32 (others are converted, which
+costs a launch each); `active` is (E,) bool.
+
+Tiling (two launches at most; fp32 accumulation):
+  1. `_sq_norm_kernel`, only when max_norm is given: grid (T, E); program (j, e) sums g² over columns
+     [j·CHUNK, (j+1)·CHUNK) of row e, looping BLOCK at a time, and writes partial[e, j]. T ≤ MAX_PARTIALS
+     (256) so a huge P does not make launch 2 read many partials. Partials (not atomics) keep the norm
+     deterministic and need no zero-fill launch. Members with c_e ≤ 0 or inactive read nothing.
+  2. `_adamw_update_kernel`: grid (cdiv(P, BLOCK), E); each program loads its member's scalars once,
+     sums the member's ≤ T_BLOCK partials (same order in every program, so every tile of a member sees
+     the same norm bit for bit), and updates BLOCK columns of p, m, v in one pass
+     (reads p, g, m, v; writes p, m, v: 7 passes over (E, P), the floor for an unfused-state AdamW).
+Pass max_norm=None for no clipping at all: launch 1 is skipped without a host sync (checking
+`(max_norm > 0).any()` would force one). Tiles run along grid axis 0 (limit 2³¹−1), members along axis 1.
+
+No autograd.Function: an optimizer step is an in-place update under no_grad, nothing to differentiate.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels.dispatch import use_triton
+
+BLOCK = 1024            # columns per program (update) / per loop iteration (norm)
+NUM_WARPS = 4           # 8 fp32 per thread: two 16-byte vector loads per buffer
+MAX_PARTIALS = 256      # norm partials per member; launch 2 reads them all with one tl.arange(0, T_BLOCK)
+CLIP_EPS = 1e-12        # as PackedAdamW._clip_coef
+
+
+@triton.jit
+def _sq_norm_kernel(g_ptr, part_ptr, clip_ptr, active_ptr, P, T, CHUNK, BLOCK: tl.constexpr):
+    """partial[e, j] = Σ g[e, j·CHUNK : (j+1)·CHUNK]² (fp32); 0 for inactive or unclipped members."""
+    j = tl.program_id(0)
+    e = tl.program_id(1)
+    need = (tl.load(active_ptr + e) != 0) & (tl.load(clip_ptr + e) > 0)
+    row = g_ptr + e.to(tl.int64) * P                                        # row e of (E, P)
+    lo = j.to(tl.int64) * CHUNK
+    hi = tl.where(need, P, 0)                    # skipped members mask every column (and read nothing)
+    acc = tl.zeros((BLOCK,), dtype=tl.float32)
+    for start in range(0, CHUNK, BLOCK):                                     # CHUNK is a multiple of BLOCK
+        offs = lo + start + tl.arange(0, BLOCK)
+        g = tl.load(row + offs, mask=offs < hi, other=0.0).to(tl.float32)
+        acc += g * g
+    tl.store(part_ptr + e * T + j, tl.sum(acc, axis=0))                      # (E, T)
+
+
+@triton.jit
+def _bias_corrections(b1, b2, step):
+    """(1 − β1^t, 1 − β2^t) in fp64 by repeated squaring, rounded to fp32."""
+    x1 = b1.to(tl.float64)
+    x2 = b2.to(tl.float64)
+    p1 = tl.full((), 1.0, tl.float64)
+    p2 = tl.full((), 1.0, tl.float64)
+    n = step
+    while n > 0:
+        odd = n % 2 == 1
+        p1 = tl.where(odd, p1 * x1, p1)
+        p2 = tl.where(odd, p2 * x2, p2)
+        x1 = x1 * x1
+        x2 = x2 * x2
+        n = n // 2
+    return (1.0 - p1).to(tl.float32), (1.0 - p2).to(tl.float32)
+
+
+@triton.jit(do_not_specialize=["step"])
+def _adamw_update_kernel(p_ptr, g_ptr, m_ptr, v_ptr, part_ptr, lr_ptr, b1_ptr, b2_ptr, wd_ptr, clip_ptr,
+                         active_ptr, P, T, eps, lr_factor, step,
+                         HAS_CLIP: tl.constexpr, BLOCK: tl.constexpr, T_BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    e = tl.program_id(1)
+    # Per-member scalars, once per program.
+    act = tl.load(active_ptr + e) != 0
+    lr = tl.load(lr_ptr + e) * lr_factor
+    b1 = tl.load(b1_ptr + e)
+    b2 = tl.load(b2_ptr + e)
+    wd = tl.load(wd_ptr + e)
+    bc1, bc2 = _bias_corrections(b1, b2, step)
+    coef = 1.0
+    if HAS_CLIP:
+        c = tl.load(clip_ptr + e)
+        t = tl.arange(0, T_BLOCK)
+        sq = tl.sum(tl.load(part_ptr + e * T + t, mask=t < T, other=0.0), axis=0)   # ‖g_e‖² from (E, T)
+        coef = tl.where(c > 0, tl.minimum(c / (tl.sqrt(sq) + 1e-12), 1.0), 1.0)
+
+    base = e.to(tl.int64) * P                                                # row e of (E, P)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < tl.where(act, P, 0)                                        # inactive: no load, no store
+    p = tl.load(p_ptr + base + offs, mask=mask, other=0.0).to(tl.float32)
+    g = tl.load(g_ptr + base + offs, mask=mask, other=0.0).to(tl.float32) * coef
+    m = tl.load(m_ptr + base + offs, mask=mask, other=0.0)
+    v = tl.load(v_ptr + base + offs, mask=mask, other=0.0)
+    m = b1 * m + (1.0 - b1) * g
+    v = b2 * v + (1.0 - b2) * g * g
+    upd = (m / bc1) / (tl.sqrt(v / bc2) + eps) + wd * p
+    p = p - lr * upd
+    tl.store(p_ptr + base + offs, p.to(p_ptr.dtype.element_ty), mask=mask)
+    tl.store(m_ptr + base + offs, m, mask=mask)
+    tl.store(v_ptr + base + offs, v, mask=mask)
+
+
+# ---------------------------------------------------------------- launchers
+
+def _check(param, grad, exp_avg, exp_avg_sq, vectors) -> None:
+    if param.dim() != 2:
+        raise ValueError(f"multi_adamw: param must be (E, P), got shape {tuple(param.shape)}")
+    for name, x in (("grad", grad), ("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)):
+        if x.shape != param.shape or x.device != param.device:
+            raise ValueError(f"multi_adamw: {name} must match param {tuple(param.shape)} on {param.device}")
+    for name, x in (("param", param), ("grad", grad), ("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)):
+        if not x.is_contiguous():
+            raise ValueError(f"multi_adamw: {name} must be contiguous")
+    if param.dtype not in (torch.float32, torch.float16, torch.bfloat16) or grad.dtype != param.dtype:
+        raise ValueError(f"multi_adamw: param/grad must share fp32/fp16/bf16, got {param.dtype}/{grad.dtype}")
+    if exp_avg.dtype != torch.float32 or exp_avg_sq.dtype != torch.float32:
+        raise ValueError("multi_adamw: exp_avg and exp_avg_sq must be fp32")
+    for name, x in vectors.items():
+        if x is not None and x.shape != (param.shape[0],):
+            raise ValueError(f"multi_adamw: {name} must be ({param.shape[0]},), got {tuple(x.shape)}")
+
+
+def _vec(x: torch.Tensor, device) -> torch.Tensor:
+    return x.to(device=device, dtype=torch.float32).contiguous()            # (E,) no-op when already fp32
+
+
+def multi_adamw_triton(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps: float, weight_decay, max_norm,
+                       active, step: int, lr_factor: float = 1.0, *, max_partials: int = MAX_PARTIALS) -> None:
+    """The Triton path of `multi_adamw_` (tests call it directly). max_partials: norm partials per member."""
+    _check(param, grad, exp_avg, exp_avg_sq, {"lr": lr, "beta1": beta1, "beta2": beta2,
+                                             "weight_decay": weight_decay, "max_norm": max_norm, "active": active})
+    if step < 1:
+        raise ValueError(f"multi_adamw: step must be ≥ 1, got {step}")
+    E, P = param.shape
+    if E == 0 or P == 0:
+        return
+    dev = param.device
+    lr, beta1, beta2, weight_decay = (_vec(x, dev) for x in (lr, beta1, beta2, weight_decay))
+    act = active.to(device=dev, dtype=torch.bool).contiguous().view(torch.uint8)   # (E,) u8, a view: no copy
+    n_blocks = triton.cdiv(P, BLOCK)
+    if max_norm is not None:
+        clip = _vec(max_norm, dev)
+        chunk = triton.cdiv(n_blocks, min(n_blocks, max_partials)) * BLOCK
+        T = triton.cdiv(P, chunk)
+        partial = torch.empty((E, T), device=dev, dtype=torch.float32)      # (E, T)
+        _sq_norm_kernel[(T, E)](grad, partial, clip, act, P, T, chunk, BLOCK=BLOCK, num_warps=NUM_WARPS)
+    else:
+        clip, partial, T = lr, exp_avg, 1                                    # unused (HAS_CLIP=False)
+        max_partials = 1
+    _adamw_update_kernel[(n_blocks, E)](
+        param, grad, exp_avg, exp_avg_sq, partial, lr, beta1, beta2, weight_decay, clip, act, P, T,
+        float(eps), float(lr_factor), int(step),
+        HAS_CLIP=max_norm is not None, BLOCK=BLOCK, T_BLOCK=triton.next_power_of_2(max_partials), num_warps=NUM_WARPS)
+
+
+# ---------------------------------------------------------------- public entry
+
+@torch.no_grad()
+def multi_adamw_(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps: float, weight_decay, max_norm,
+                 active, step: int, lr_factor: float = 1.0) -> None:
+    """In-place AdamW step for every active member of a pack (module docstring for the math).
+
+    param, grad: (E, P) fp32/fp16/bf16, same dtype; exp_avg, exp_avg_sq: (E, P) fp32; lr, beta1, beta2,
+    weight_decay, max_norm: (E,) (max_norm[e] ≤ 0: no clipping for e; max_norm=None: none at all);
+    active: (E,) bool; step: global step t ≥ 1; lr_factor: schedule multiplier.
+    """
+    if use_triton(param, grad, exp_avg, exp_avg_sq):
+        multi_adamw_triton(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, max_norm,
+                           active, step, lr_factor)
+    else:
+        multi_adamw_ref(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, max_norm,
+                        active, step, lr_factor)
+
+
+@torch.no_grad()
+def multi_adamw_ref(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps: float, weight_decay, max_norm,
+                    active, step: int, lr_factor: float = 1.0) -> None:
+    """Plain torch, in place. Math in exp_avg's dtype (fp32; fp64 when the tests evaluate it as the oracle);
+    p is rounded once to its own dtype. Bias corrections in fp64, like the kernel."""
+    dt = exp_avg.dtype
+    E = param.shape[0]
+
+    def col(x):                                                              # (E,) -> (E, 1)
+        return x.to(device=param.device, dtype=dt).view(E, 1)
+
+    act = active.to(device=param.device, dtype=torch.bool).view(E, 1)       # (E, 1)
+    g = torch.where(act, grad.to(dt), torch.zeros((), dtype=dt, device=param.device))   # (E, P)
+    if max_norm is not None:
+        c = col(max_norm)
+        norm = g.pow(2).sum(1, keepdim=True).sqrt()                         # (E, 1)
+        g = g * torch.where(c > 0, (c / (norm + CLIP_EPS)).clamp(max=1.0), torch.ones_like(c))
+    b1, b2 = col(beta1), col(beta2)
+    bc1 = col(1 - beta1.double() ** step)
+    bc2 = col(1 - beta2.double() ** step)
+    m = b1 * exp_avg + (1 - b1) * g
+    v = b2 * exp_avg_sq + (1 - b2) * g * g
+    p = param.to(dt)
+    p_new = p - col(lr) * lr_factor * ((m / bc1) / (v / bc2).sqrt().add(eps) + col(weight_decay) * p)
+    param.copy_(torch.where(act, p_new.to(param.dtype), param))
+    exp_avg.copy_(torch.where(act, m, exp_avg))
+    exp_avg_sq.copy_(torch.where(act, v, exp_avg_sq))
+
+
+# ---------------------------------------------------------------- ahead-of-time configurations
+
+def aot_configs() -> list[dict]:
+    """Every kernel configuration `multi_adamw_triton` can launch: {fp32, fp16, bf16} × (norm, update ± clip)."""
+    out = []
+    vec = {"lr_ptr": "*fp32", "b1_ptr": "*fp32", "b2_ptr": "*fp32", "wd_ptr": "*fp32", "clip_ptr": "*fp32",
+           "active_ptr": "*u8"}
+    for ty in ("*fp32", "*fp16", "*bf16"):
+        out.append({"fn": _sq_norm_kernel, "num_warps": NUM_WARPS, "constexprs": {"BLOCK": BLOCK},
+                    "signature": {"g_ptr": ty, "part_ptr": "*fp32", "clip_ptr": "*fp32", "active_ptr": "*u8",
+                                  "P": "i32", "T": "i32", "CHUNK": "i32", "BLOCK": "constexpr"}})
+        for has_clip in (True, False):
+            consts = {"HAS_CLIP": has_clip, "BLOCK": BLOCK, "T_BLOCK": MAX_PARTIALS if has_clip else 1}
+            sig = {"p_ptr": ty, "g_ptr": ty, "m_ptr": "*fp32", "v_ptr": "*fp32", "part_ptr": "*fp32", **vec,
+                   "P": "i32", "T": "i32", "eps": "fp32", "lr_factor": "fp32", "step": "i32",
+                   "HAS_CLIP": "constexpr", "BLOCK": "constexpr", "T_BLOCK": "constexpr"}
+            out.append({"fn": _adamw_update_kernel, "signature": sig, "constexprs": consts,
+                        "num_warps": NUM_WARPS})
+    return out

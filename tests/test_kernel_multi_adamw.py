@@ -1,0 +1,201 @@
+"""multi_adamw: the Triton path (interpreted on CPU) vs a float64 evaluation of multi_adamw_ref, and the
+ref vs torch.optim.AdamW + clip_grad_norm_ run member by member; plus the sm_90 ahead-of-time compile."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from kernels.multi_adamw import aot_configs, multi_adamw_ref, multi_adamw_triton
+
+ROOT = Path(__file__).resolve().parents[1]
+EPS = 1e-8
+DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")   # CPU: the interpreter (conftest)
+DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if DEV.type == "cuda" else [])  # bf16: GPU only
+LR_FACTORS = (1.0, 0.5, 0.25, 1.0, 0.1)                     # one per step: the schedule multiplier
+
+
+def hypers(E: int) -> dict[str, torch.Tensor]:
+    """Per-member hyperparameters, all different; max_norm has off (0, -1), a tiny clip that always clips,
+    one that clips the larger rows, and one that never clips."""
+    def pick(vals):
+        return torch.tensor([vals[e % len(vals)] for e in range(E)], dtype=torch.float32)
+
+    return {"lr": pick([1e-2, 3e-3, 5e-2, 1e-3, 2e-2]), "beta1": pick([0.9, 0.8, 0.95, 0.5, 0.0]),
+            "beta2": pick([0.999, 0.99, 0.9, 0.95, 0.999]), "weight_decay": pick([0.0, 0.1, 0.01, 1.0, 0.5]),
+            "max_norm": pick([1e-3, 0.5, 0.0, 1e3, -1.0])}
+
+
+def active_at(E: int, t: int) -> torch.Tensor:
+    return torch.tensor([(7 * e + t) % 4 != 0 for e in range(E)])   # every member sits out some step
+
+
+def poison(grad: torch.Tensor, active: torch.Tensor) -> None:
+    """NaN / inf into the inactive members' gradients: must reach nothing."""
+    grad[~active, 0] = float("nan")
+    grad[~active, -1] = float("inf")
+
+
+def run_ref64(state, h, active, t, lr_factor, max_norm):
+    p, g, m, v = (x.double() for x in state)
+    h64 = {k: x.double() for k, x in h.items()}
+    multi_adamw_ref(p, g, m, v, h64["lr"], h64["beta1"], h64["beta2"], EPS, h64["weight_decay"],
+                    None if max_norm is None else max_norm.double(), active, t, lr_factor)
+    return p, m, v
+
+
+def assert_rows_close(a: torch.Tensor, b: torch.Tensor, rtol: float) -> None:
+    """|a − b| ≤ rtol·(|b| + 1e-2·max|row of b|): relative, with a per-row floor where m or v cancel."""
+    a, b = a.double(), b.double()
+    floor = 1e-2 * b.abs().amax(1, keepdim=True)
+    bad = (a - b).abs() > rtol * (b.abs() + floor) + 1e-300
+    assert not bad.any(), f"max err {(a - b).abs().max().item():.3e} at {bad.nonzero()[:4].tolist()}"
+
+
+def check_step(state, h, active, t, lr_factor, dtype, max_norm, **kw) -> None:
+    """One Triton step from `state` (updated in place) vs the float64 ref from the same state."""
+    before = [x.clone() for x in (state[0], state[2], state[3])]
+    p64, m64, v64 = run_ref64(state, h, active, t, lr_factor, max_norm)
+    d = [x.to(DEV) for x in state]                                          # the same tensors on CPU
+    hd = {k: x.to(DEV) for k, x in h.items()}
+    multi_adamw_triton(*d, hd["lr"], hd["beta1"], hd["beta2"], EPS, hd["weight_decay"],
+                       None if max_norm is None else max_norm.to(DEV), active.to(DEV), t, lr_factor, **kw)
+    for i in (0, 2, 3):
+        state[i].copy_(d[i])
+    p, m, v = state[0], state[2], state[3]
+    for new, old in zip((p, m, v), before):                                # inactive: bit-exact, untouched
+        assert torch.equal(new[~active], old[~active])
+    on = active
+    assert torch.isfinite(p).all() and torch.isfinite(m).all() and torch.isfinite(v).all()
+    assert_rows_close(m[on], m64[on], 2e-5)
+    assert_rows_close(v[on], v64[on], 2e-5)
+    if dtype == torch.float32:
+        torch.testing.assert_close(p[on].double(), p64[on], rtol=1e-6, atol=1e-6)
+    else:   # p is the float64 result rounded once to 16 bits (half an ulp), up to fp32 math error
+        fi = torch.finfo(dtype)
+        delta = p64[on] - before[0][on].double()
+        bound = p64[on].abs() * (fi.eps / 2 + 1e-6) + 1e-5 * delta.abs() + fi.tiny * fi.eps
+        assert ((p[on].double() - p64[on]).abs() <= bound).all()
+
+
+def new_state(E, P, dtype, gen):
+    p = torch.randn(E, P, generator=gen).to(dtype)
+    return [p, torch.empty_like(p), torch.zeros(E, P), torch.zeros(E, P)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("E,P", [(1, 1), (5, 7), (5, 2500), (1, 1031)])
+def test_triton_matches_f64_ref(E, P, dtype):
+    gen = torch.Generator().manual_seed(1000 * E + P)
+    h = hypers(E)
+    if dtype != torch.float32:
+        h["lr"] = h["lr"] * 10                                              # updates well above one 16-bit ulp
+    state = new_state(E, P, dtype, gen)
+    for t, lr_factor in enumerate(LR_FACTORS, start=1):
+        active = active_at(E, t)
+        state[1] = (3 * torch.randn(E, P, generator=gen)).to(dtype)         # fresh grads every step
+        poison(state[1], active)
+        check_step(state, h, active, t, lr_factor, dtype, h["max_norm"])
+
+
+def test_triton_large_steps_bias_correction():
+    """t with many bits set and t ≫ 1/(1 − β2): the fp64 repeated squaring of β^t."""
+    gen = torch.Generator().manual_seed(3)
+    h = hypers(5)
+    state = new_state(5, 7, torch.float32, gen)
+    state[2], state[3] = torch.randn(5, 7, generator=gen) * 0.1, torch.rand(5, 7, generator=gen) * 0.01
+    for t in (37, 1000, 123457):
+        state[1] = torch.randn(5, 7, generator=gen)
+        check_step(state, h, torch.ones(5, dtype=torch.bool), t, 1.0, torch.float32, h["max_norm"])
+
+
+def test_triton_no_clip_is_clip_zero():
+    """max_norm=None skips the norm launch; it must equal max_norm = 0 for everyone, bit for bit."""
+    gen = torch.Generator().manual_seed(4)
+    h = hypers(5)
+    a, active = new_state(5, 1031, torch.float32, gen), active_at(5, 2)
+    a[1] = torch.randn(5, 1031, generator=gen)
+    poison(a[1], active)
+    b = [x.clone() for x in a]
+    check_step(a, h, active, 2, 0.5, torch.float32, None)
+    check_step(b, h, active, 2, 0.5, torch.float32, torch.zeros(5))
+    for i in (0, 2, 3):                                                     # p, m, v (the grads hold NaN)
+        assert torch.equal(a[i], b[i])
+
+
+def test_triton_norm_chunked_partials():
+    """Few partials per member: every norm program loops over several blocks (the huge-P tiling)."""
+    gen = torch.Generator().manual_seed(5)
+    h = hypers(3)
+    h["max_norm"] = torch.tensor([20.0, 50.0, 1e-2])                         # all clip: ‖g‖ ≈ 2·√5000 ≈ 141
+    state = new_state(3, 5000, torch.float32, gen)
+    for t in (1, 2):
+        state[1] = 2 * torch.randn(3, 5000, generator=gen)
+        check_step(state, h, torch.ones(3, dtype=torch.bool), t, 1.0, torch.float32, h["max_norm"],
+                   max_partials=2)
+
+
+def test_triton_rejects_bad_inputs():
+    p = torch.zeros(2, 3)
+    h = hypers(2)
+    args = (h["lr"], h["beta1"], h["beta2"], EPS, h["weight_decay"], h["max_norm"], torch.ones(2, dtype=torch.bool), 1)
+    with pytest.raises(ValueError, match="fp32"):
+        multi_adamw_triton(p, p.clone(), p.half(), p.half(), *args)
+    with pytest.raises(ValueError, match="grad"):
+        multi_adamw_triton(p, torch.zeros(2, 4), p.clone(), p.clone(), *args)
+    with pytest.raises(ValueError, match="step"):
+        multi_adamw_triton(p, p.clone(), p.clone(), p.clone(), *args[:-1], 0)
+
+
+@pytest.mark.parametrize("P", [1, 7, 33])
+def test_ref_matches_torch_adamw_per_member(P):
+    """The ref in float64 vs torch.optim.AdamW with each member's row as its own parameter (own lr, betas,
+    weight decay) and clip_grad_norm_. A member sitting out a step is not stepped by torch; its state step
+    is set to t − 1 before each step so torch's bias corrections use the global t, as ours do. torch clips
+    with 1e-6 (ours 1e-12) added to the norm: grads are scaled so that this is far below the tolerance."""
+    E = 5
+    gen = torch.Generator().manual_seed(P)
+    h = {k: x.double() for k, x in hypers(E).items()}
+    p0 = torch.randn(E, P, generator=gen, dtype=torch.float64)
+    p, m, v = p0.clone(), torch.zeros_like(p0), torch.zeros_like(p0)
+    rows = [torch.nn.Parameter(p0[e].clone()) for e in range(E)]
+    opts = [torch.optim.AdamW([rows[e]], lr=h["lr"][e].item(), betas=(h["beta1"][e].item(), h["beta2"][e].item()),
+                              eps=EPS, weight_decay=h["weight_decay"][e].item(), foreach=False) for e in range(E)]
+    for t, lr_factor in enumerate(LR_FACTORS, start=1):
+        active = active_at(E, t)
+        g = 100 * torch.randn(E, P, generator=gen, dtype=torch.float64)
+        for e in range(E):
+            if not active[e]:
+                continue
+            st = opts[e].state[rows[e]]
+            if not st:
+                st.update(exp_avg=torch.zeros_like(rows[e]), exp_avg_sq=torch.zeros_like(rows[e]))
+            st["step"] = torch.tensor(float(t - 1), dtype=torch.float64)
+            opts[e].param_groups[0]["lr"] = h["lr"][e].item() * lr_factor
+            rows[e].grad = g[e].clone()
+            if h["max_norm"][e] > 0:
+                torch.nn.utils.clip_grad_norm_([rows[e]], h["max_norm"][e].item())
+            opts[e].step()
+        poison(g, active)
+        multi_adamw_ref(p, g, m, v, h["lr"], h["beta1"], h["beta2"], EPS, h["weight_decay"], h["max_norm"],
+                        active, t, lr_factor)
+        want = torch.stack([r.detach() for r in rows])
+        torch.testing.assert_close(p, want, rtol=1e-6, atol=1e-9)
+        for e in range(E):
+            st = opts[e].state[rows[e]]
+            if st:
+                torch.testing.assert_close(m[e], st["exp_avg"], rtol=1e-6, atol=1e-12)
+                torch.testing.assert_close(v[e], st["exp_avg_sq"], rtol=1e-6, atol=1e-12)
+    assert not torch.equal(p, p0)
+
+
+def test_aot_sm90_compiles_every_config():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-m", "kernels.aot", "kernels.multi_adamw"], cwd=ROOT, env=env,
+                         check=False, capture_output=True, text=True, timeout=300)
+    print(out.stdout, out.stderr)
+    assert out.returncode == 0
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("ok ")]
+    assert len(lines) == len(aot_configs()) == 9
