@@ -49,21 +49,24 @@ def _ptxas_resources(ptx: str, arch: int) -> tuple[int, int, int]:
 
 
 def compile_sm90(fn, signature: dict[str, str], constexprs: dict[str, object], num_warps: int = 4,
-                 num_stages: int = 3) -> CompileReport:
+                 num_stages: int = 3, attrs: dict | None = None) -> CompileReport:
     """Compile `fn` (a @triton.jit function) for sm_90 and report registers and spills.
 
     signature: every argument name -> Triton type ("*fp32", "*fp16", "*bf16", "i32", "fp32", "constexpr");
-    constexprs: values for the constexpr arguments. Raises on any compile error.
+    constexprs: values for the constexpr arguments; attrs: specialisation hints as the JIT derives them
+    for aligned arguments ({(arg index,): [["tt.divisibility", 16]]}), so the report describes the build a
+    GPU gets for 16-aligned shapes. Raises on any compile error.
     """
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    src = ASTSource(fn=fn, signature=signature, constexprs=constexprs)
+    src = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
     compiled = triton.compile(src, target=GPUTarget("cuda", SM90, 32),
                               options={"num_warps": num_warps, "num_stages": num_stages})
     regs, st, ld = _ptxas_resources(compiled.asm["ptx"], SM90)
-    name = f"{fn.__name__}[{', '.join(f'{k}={v}' for k, v in constexprs.items())}, warps={num_warps}]"
+    ptrs = sorted({t for t in signature.values() if t.startswith("*")})
+    name = f"{fn.__name__}[{', '.join(f'{k}={v}' for k, v in constexprs.items())}, warps={num_warps}, {'/'.join(ptrs)}]"
     return CompileReport(name, regs, st, ld, int(compiled.metadata.shared))
 
 
@@ -89,7 +92,7 @@ def main() -> int:
         for cfg in importlib.import_module(mod_name).aot_configs():
             try:
                 rep = compile_sm90(cfg["fn"], cfg["signature"], cfg["constexprs"], cfg.get("num_warps", 4),
-                                   cfg.get("num_stages", 3))
+                                   cfg.get("num_stages", 3), cfg.get("attrs"))
                 print(f"ok    {mod_name} {rep}", flush=True)
             except Exception as exc:  # noqa: BLE001 — report every failing configuration, not just the first
                 failed += 1

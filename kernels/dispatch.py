@@ -20,13 +20,9 @@ FUSED_OPS = ("lora_linear", "packed_mlp", "multi_adamw")      # ops with a Trito
 log = logging.getLogger("ftcore.kernels")
 
 
-@functools.cache
 def triton_importable() -> bool:
-    try:
-        import triton  # noqa: F401
-        return True
-    except ImportError:
-        return False
+    from kernels._compat import HAVE_TRITON
+    return HAVE_TRITON
 
 
 def interpreting() -> bool:

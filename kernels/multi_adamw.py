@@ -36,8 +36,7 @@ No autograd.Function: an optimizer step is an in-place update under no_grad, not
 from __future__ import annotations
 
 import torch
-import triton
-import triton.language as tl
+from kernels._compat import tl, triton
 
 from kernels.dispatch import use_triton
 

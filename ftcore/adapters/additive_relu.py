@@ -18,6 +18,7 @@ from ftcore.adapters.base import Adapter, capacity_mask, pad_stack
 from ftcore.config import check
 from ftcore.models.mlp import linear_init
 from ftcore.registry import ADAPTERS
+from kernels.packed_mlp import packed_mlp
 
 
 @dataclass
@@ -50,22 +51,19 @@ class AdditiveReLU(Adapter):
         self.sizes = [hidden_sizes(c.width, depth) for c in cfgs]           # per member [m1(, m2)]
         max_h = [max(s[i] for s in self.sizes) for i in range(depth - 1)]
         self.Ws, self.bs = nn.ParameterList(), nn.ParameterList()
-        self.masks = []
         fan_in = [in_dim] + max_h
         for i in range(depth - 1):
             blocks = [linear_init(([in_dim] + s)[i], s[i], g, True) for s, g in zip(self.sizes, gens)]
             self.Ws.append(nn.Parameter(pad_stack([w for w, _ in blocks], (fan_in[i], max_h[i]))))   # (E, in_i, H_i)
             self.bs.append(nn.Parameter(pad_stack([b for _, b in blocks], (max_h[i],))))           # (E, H_i)
-            self.register_buffer(f"mask{i}", capacity_mask([s[i] for s in self.sizes], max_h[i]).unsqueeze(1))
+            self.register_buffer(f"mask{i}", capacity_mask([s[i] for s in self.sizes], max_h[i]))        # (E, H_i)
         self.Ws.append(nn.Parameter(torch.zeros(self.E, max_h[-1], out_dim)))                         # (E, H, out)
         self.bs.append(nn.Parameter(torch.zeros(self.E, out_dim)))
 
     def g(self, x: torch.Tensor) -> torch.Tensor:
-        """x (E, B, in) -> g(x) (E, B, out)."""
-        h = x
-        for i in range(len(self.Ws) - 1):
-            h = torch.relu(torch.baddbmm(self.bs[i].unsqueeze(1), h, self.Ws[i])) * getattr(self, f"mask{i}")
-        return torch.baddbmm(self.bs[-1].unsqueeze(1), h, self.Ws[-1])
+        """x (E, B, in) -> g(x) (E, B, out): one fused packed MLP (kernels.packed_mlp)."""
+        masks = [getattr(self, f"mask{i}") for i in range(len(self.Ws) - 1)]
+        return packed_mlp(x, list(self.Ws), list(self.bs), masks)
 
     def output(self, x, y):
         return y + self.g(x)

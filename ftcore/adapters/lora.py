@@ -17,6 +17,7 @@ from torch import nn
 from ftcore.adapters.base import Adapter, capacity_mask, pad_stack
 from ftcore.config import check
 from ftcore.registry import ADAPTERS
+from kernels.lora_linear import grouped_lora_linear
 
 
 @dataclass
@@ -57,7 +58,8 @@ class LoRA(Adapter):
         R = max(ranks)
         self.ranks = ranks
         scale = [1.0 if c.alpha is None else c.alpha / max(c.rank, 1) for c in cfgs]
-        self.register_buffer("scale", torch.tensor(scale).view(-1, 1, 1))        # (E, 1, 1)
+        self.register_buffer("scale", torch.tensor(scale))                          # (E,)
+        self.register_buffer("rank_of", torch.tensor(ranks, dtype=torch.int32))     # (E,)
         self.register_buffer("mask", capacity_mask(ranks, R).unsqueeze(1))        # (E, 1, R)
         self.down, self.up = nn.ParameterDict(), nn.ParameterDict()
         self.db = nn.ParameterDict()
@@ -70,16 +72,19 @@ class LoRA(Adapter):
                 self.db[str(l)] = nn.Parameter(torch.zeros(self.E, fo))             # (E, out)
 
     def linear(self, l, h):
-        y = self.base.linear(l, h, db=self.db[str(l)] if str(l) in self.db else None)
+        """h (E, B, in) -> (E, B, out): one fused grouped LoRA linear (kernels.lora_linear)."""
+        db = self.db[str(l)] if str(l) in self.db else None
         if str(l) not in self.down:
-            return y
-        z = torch.bmm(h, self.down[str(l)]) * self.mask                           # (E, B, R)
-        return y + torch.bmm(z, self.up[str(l)]) * self.scale
+            return self.base.linear(l, h, db=db)
+        b = self.base.bias(l)
+        b = db if b is None else (b if db is None else b + db)                     # (E, out) or None
+        return grouped_lora_linear(h, self.base.weights[l], b, self.down[str(l)], self.up[str(l)],
+                                   self.scale, self.rank_of)
 
     def delta_weight(self, l):
         if str(l) not in self.down:
             return None, None
-        dW = torch.bmm(self.down[str(l)] * self.mask, self.up[str(l)]) * self.scale  # (E, in, out)
+        dW = torch.bmm(self.down[str(l)] * self.mask, self.up[str(l)]) * self.scale.view(-1, 1, 1)  # (E, in, out)
         return dW, (self.db[str(l)] if str(l) in self.db else None)
 
     def n_trainable(self):

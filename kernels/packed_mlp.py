@@ -1,0 +1,368 @@
+"""`packed_mlp`: the additive ReLU adapter g of a whole pack (E members) as fused Triton kernels.
+
+    h_0 = x;  h_{i+1} = relu(h_i W_i + b_i) * mask_i   (hidden layers)
+    g   = h_{L-1} W_{L-1} + b_{L-1}                    (output layer, no relu)
+
+Shapes: x (E, B, in), W_i (E, fan_in_i, H_i), b_i (E, H_i), mask_i (E, H_i) or (E, 1, H_i) float 0/1 (member
+e uses its first width_e units; a masked unit outputs exactly 0 and gets exactly zero gradient), W_out
+(E, H, out), b_out (E, out). L = 2 (one hidden layer) or 3 (two). Sizes are small: in 8..64, H <= 512,
+out 1..64, B 16..1024, E <= 256 — launch- and memory-bound, so the point is to touch memory once.
+
+Forward (fully fused):
+* `_pair_fwd_kernel` = the last hidden layer + the output layer. One program per (member, B-tile) loops
+  over H-chunks of BLOCK_H: pre = x W1[:, chunk] + b1 (K-loop over fan_in), h = relu(pre) * mask, and
+  y += h W2[chunk, :] — the hidden activation lives in registers and never goes to global memory. The
+  only write is y (E, B, out).
+* depth 3: `_linear_relu_fwd_kernel` (per (member, B-tile, H-tile): linear + bias + ReLU + mask) writes
+  h_1 (it is the pair's input and must exist anyway), then the pair kernel.
+Saved for backward: nothing beyond the inputs (and h_1 for depth 3). The pair's pre-activation is
+RECOMPUTED in backward (one x W1 tile product in each backward kernel) instead of writing (E, B, H) in
+forward and reading it back: with tensor-core dots (16-bit, TF32) the FLOPs are cheaper than that memory
+pass; under exact fp32 (FMA dots) it is closer to even, but the forward stays a single write of y.
+
+Backward (deterministic: every reduction over B is a loop inside one program, no atomics):
+* `_pair_bwd_w_kernel`, one program per (member, H-chunk, fan_in-chunk) looping over B-tiles:
+  recompute pre, active = (pre > 0) & mask, h; d_h = (dy W2ᵀ) ⊙ active; dW2 += hᵀ dy, db1 += Σ d_h,
+  db2 += Σ dy, dW1 += xᵀ d_h. dW2/db1/db2 are stored by the fan_in-chunk-0 program only (the others
+  recompute them redundantly; with fan_in <= BLOCK_K there is one chunk, the common case).
+* `_pair_bwd_dx_kernel`, one program per (member, B-tile, fan_in-chunk) looping over H-chunks:
+  dx = Σ_chunks d_h W1ᵀ (d_h recomputed again). Launched only when dx is needed: for depth 3 the pair's
+  input is h_1 = relu(pre_0) * mask_0, and `gate=1` multiplies by (h_1 > 0) (== relu'(pre_0) ⊙ mask_0),
+  so it writes d pre_0 directly.
+* depth 3: `_linear_bwd_w_kernel` (per (member, fan_in-tile, H-tile), B-loop) gives dW0 = xᵀ d pre_0 and
+  db0 = Σ d pre_0. dx = d pre_0 W0ᵀ, needed only when x requires grad (it is data for the adapter), is a
+  plain torch.bmm: a bare GEMM with no epilogue to fuse, which cuBLAS does as well as we would.
+
+Tiles (one set, so the AOT list stays short): BLOCK_B = 32 rows, BLOCK_K = 32 fan_in chunk, BLOCK_H = HMAX = 64
+hidden chunk (H <= 64 is one tile, larger H loops — still on chip), BLOCK_O = 16 (out <= 16) or 64 covers all
+of out (OMAX = 64; wider outputs take the reference path). Every tl.dot dim is >= 16 (masked padding).
+8 warps, 1 stage: with 4 warps or software pipelining the fp32 backward kernels spill (ptxas, sm_90); at
+8 warps / 1 stage no configuration spills. Accumulation is fp32; 16-bit inputs are multiplied in their
+dtype (the hidden tile is cast the way the reference rounds it). fp32 dots follow torch's matmul precision:
+exact ("ieee") under the default "highest", TF32 when the user allows it — what torch.baddbmm would do.
+bf16 is compiled (AOT) but wrong in the interpreter (DESIGN.md §6), so tests cover fp32 and fp16.
+"""
+from __future__ import annotations
+
+import torch
+from kernels._compat import tl, triton
+
+from kernels import dispatch
+
+BLOCK_B = 32         # rows per tile / per B-loop step
+BLOCK_K = 32         # fan_in chunk (K-loop in the pre-activation; grid dim of the backward kernels)
+HMAX = 64            # hidden chunk: H <= HMAX is one tile, larger H loops over chunks (all on chip)
+OMAX = 64            # out must fit one tile: BLOCK_O = 16 (out <= 16) or 64
+LAUNCH = {"num_warps": 8, "num_stages": 1}   # same options in the launchers and in aot_configs()
+
+
+@triton.jit
+def _pre_tile(x_ptr, w_ptr, b_ptr, offs_b, offs_h, B, K, H, BLOCK_K: tl.constexpr, PREC: tl.constexpr):
+    """(BLOCK_B, BLOCK_H) fp32 pre-activation x[offs_b, :] @ W[:, offs_h] + b[offs_h], K-loop over fan_in."""
+    acc = tl.zeros((offs_b.shape[0], offs_h.shape[0]), tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        x = tl.load(x_ptr + offs_b[:, None] * K + offs_k[None, :],
+                    mask=(offs_b[:, None] < B) & (offs_k[None, :] < K), other=0.0)          # (BB, BK)
+        w = tl.load(w_ptr + offs_k[:, None] * H + offs_h[None, :],
+                    mask=(offs_k[:, None] < K) & (offs_h[None, :] < H), other=0.0)          # (BK, BH)
+        acc = tl.dot(x, w, acc, input_precision=PREC)
+    b = tl.load(b_ptr + offs_h, mask=offs_h < H, other=0.0).to(tl.float32)
+    return acc + b[None, :]
+
+
+@triton.jit
+def _keep(m_ptr, offs_h, H):
+    """(BLOCK_H,) bool: unit is inside this member's width (padding beyond H counts as masked)."""
+    return tl.load(m_ptr + offs_h, mask=offs_h < H, other=0.0) > 0
+
+
+@triton.jit
+def _linear_relu_fwd_kernel(x_ptr, w_ptr, b_ptr, m_ptr, h_ptr, B, K, H,
+                            BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_H: tl.constexpr, PREC: tl.constexpr):
+    e = tl.program_id(0).to(tl.int64)
+    offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
+    offs_h = tl.program_id(2) * BLOCK_H + tl.arange(0, BLOCK_H)
+    pre = _pre_tile(x_ptr + e * B * K, w_ptr + e * K * H, b_ptr + e * H, offs_b, offs_h, B, K, H, BLOCK_K, PREC)
+    h = tl.where((pre > 0) & _keep(m_ptr + e * H, offs_h, H)[None, :], pre, 0.0)
+    tl.store(h_ptr + e * B * H + offs_b[:, None] * H + offs_h[None, :], h.to(h_ptr.dtype.element_ty),
+             mask=(offs_b[:, None] < B) & (offs_h[None, :] < H))
+
+
+@triton.jit
+def _pair_fwd_kernel(x_ptr, w1_ptr, b1_ptr, m_ptr, w2_ptr, b2_ptr, y_ptr, B, K, H, O,
+                     BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_O: tl.constexpr,
+                     PREC: tl.constexpr):
+    e = tl.program_id(0).to(tl.int64)
+    offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
+    offs_o = tl.arange(0, BLOCK_O)
+    x_ptr += e * B * K
+    w1_ptr += e * K * H
+    w2_ptr += e * H * O
+    acc = tl.zeros((BLOCK_B, BLOCK_O), tl.float32)                                             # y tile
+    for h0 in range(0, H, BLOCK_H):
+        offs_h = h0 + tl.arange(0, BLOCK_H)
+        pre = _pre_tile(x_ptr, w1_ptr, b1_ptr + e * H, offs_b, offs_h, B, K, H, BLOCK_K, PREC)     # (BB, BH)
+        h = tl.where((pre > 0) & _keep(m_ptr + e * H, offs_h, H)[None, :], pre, 0.0)
+        w2 = tl.load(w2_ptr + offs_h[:, None] * O + offs_o[None, :],
+                     mask=(offs_h[:, None] < H) & (offs_o[None, :] < O), other=0.0)           # (BH, BO)
+        acc = tl.dot(h.to(w2.dtype), w2, acc, input_precision=PREC)
+    acc += tl.load(b2_ptr + e * O + offs_o, mask=offs_o < O, other=0.0).to(tl.float32)[None, :]
+    tl.store(y_ptr + e * B * O + offs_b[:, None] * O + offs_o[None, :], acc.to(y_ptr.dtype.element_ty),
+             mask=(offs_b[:, None] < B) & (offs_o[None, :] < O))
+
+
+@triton.jit
+def _pair_bwd_w_kernel(x_ptr, w1_ptr, b1_ptr, m_ptr, w2_ptr, dy_ptr, dw1_ptr, db1_ptr, dw2_ptr, db2_ptr,
+                       B, K, H, O, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_H: tl.constexpr,
+                       BLOCK_O: tl.constexpr, PREC: tl.constexpr):
+    e = tl.program_id(0).to(tl.int64)
+    pid_h = tl.program_id(1)
+    pid_k = tl.program_id(2)
+    offs_h = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)
+    offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+    offs_o = tl.arange(0, BLOCK_O)
+    x_ptr += e * B * K
+    dy_ptr += e * B * O
+    keep = _keep(m_ptr + e * H, offs_h, H)[None, :]
+    w2t = tl.load(w2_ptr + e * H * O + offs_h[None, :] * O + offs_o[:, None],
+                  mask=(offs_h[None, :] < H) & (offs_o[:, None] < O), other=0.0)              # (BO, BH) = W2ᵀ
+    dw1 = tl.zeros((BLOCK_K, BLOCK_H), tl.float32)
+    dw2 = tl.zeros((BLOCK_H, BLOCK_O), tl.float32)
+    db1 = tl.zeros((BLOCK_H,), tl.float32)
+    db2 = tl.zeros((BLOCK_O,), tl.float32)
+    for b0 in range(0, B, BLOCK_B):
+        offs_b = b0 + tl.arange(0, BLOCK_B)
+        pre = _pre_tile(x_ptr, w1_ptr + e * K * H, b1_ptr + e * H, offs_b, offs_h, B, K, H, BLOCK_K, PREC)
+        active = (pre > 0) & keep                                                             # relu' ⊙ mask
+        dy = tl.load(dy_ptr + offs_b[:, None] * O + offs_o[None, :],
+                     mask=(offs_b[:, None] < B) & (offs_o[None, :] < O), other=0.0)           # (BB, BO)
+        dh = tl.where(active, tl.dot(dy, w2t, input_precision=PREC), 0.0)                   # (BB, BH)
+        h = tl.where(active, pre, 0.0).to(dy.dtype)
+        dw2 = tl.dot(tl.trans(h), dy, dw2, input_precision=PREC)
+        db1 += tl.sum(dh, 0)
+        db2 += tl.sum(dy.to(tl.float32), 0)
+        xt = tl.load(x_ptr + offs_b[None, :] * K + offs_k[:, None],
+                     mask=(offs_b[None, :] < B) & (offs_k[:, None] < K), other=0.0)           # (BK, BB) = xᵀ
+        dw1 = tl.dot(xt, dh.to(xt.dtype), dw1, input_precision=PREC)
+    tl.store(dw1_ptr + e * K * H + offs_k[:, None] * H + offs_h[None, :], dw1.to(dw1_ptr.dtype.element_ty),
+             mask=(offs_k[:, None] < K) & (offs_h[None, :] < H))
+    # dW2, db1, db2 do not depend on the fan_in chunk: only chunk 0 stores them (bounds set to 0 elsewhere)
+    h_lim = tl.where(pid_k == 0, H, 0)
+    o_lim = tl.where((pid_k == 0) & (pid_h == 0), O, 0)
+    tl.store(dw2_ptr + e * H * O + offs_h[:, None] * O + offs_o[None, :], dw2.to(dw2_ptr.dtype.element_ty),
+             mask=(offs_h[:, None] < h_lim) & (offs_o[None, :] < O))
+    tl.store(db1_ptr + e * H + offs_h, db1.to(db1_ptr.dtype.element_ty), mask=offs_h < h_lim)
+    tl.store(db2_ptr + e * O + offs_o, db2.to(db2_ptr.dtype.element_ty), mask=offs_o < o_lim)
+
+
+@triton.jit
+def _pair_bwd_dx_kernel(x_ptr, w1_ptr, b1_ptr, m_ptr, w2_ptr, dy_ptr, dx_ptr, gate, B, K, H, O,
+                        BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_H: tl.constexpr,
+                        BLOCK_O: tl.constexpr, PREC: tl.constexpr):
+    e = tl.program_id(0).to(tl.int64)
+    offs_b = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
+    offs_k = tl.program_id(2) * BLOCK_K + tl.arange(0, BLOCK_K)
+    offs_o = tl.arange(0, BLOCK_O)
+    x_ptr += e * B * K
+    w1_ptr += e * K * H
+    w2_ptr += e * H * O
+    dy = tl.load(dy_ptr + e * B * O + offs_b[:, None] * O + offs_o[None, :],
+                 mask=(offs_b[:, None] < B) & (offs_o[None, :] < O), other=0.0)               # (BB, BO)
+    dx = tl.zeros((BLOCK_B, BLOCK_K), tl.float32)
+    for h0 in range(0, H, BLOCK_H):
+        offs_h = h0 + tl.arange(0, BLOCK_H)
+        pre = _pre_tile(x_ptr, w1_ptr, b1_ptr + e * H, offs_b, offs_h, B, K, H, BLOCK_K, PREC)
+        active = (pre > 0) & _keep(m_ptr + e * H, offs_h, H)[None, :]
+        w2t = tl.load(w2_ptr + offs_h[None, :] * O + offs_o[:, None],
+                      mask=(offs_h[None, :] < H) & (offs_o[:, None] < O), other=0.0)          # (BO, BH)
+        dh = tl.where(active, tl.dot(dy, w2t, input_precision=PREC), 0.0).to(dy.dtype)     # (BB, BH)
+        w1t = tl.load(w1_ptr + offs_k[None, :] * H + offs_h[:, None],
+                      mask=(offs_k[None, :] < K) & (offs_h[:, None] < H), other=0.0)          # (BH, BK) = W1ᵀ
+        dx = tl.dot(dh, w1t, dx, input_precision=PREC)
+    io_mask = (offs_b[:, None] < B) & (offs_k[None, :] < K)
+    xk = tl.load(x_ptr + offs_b[:, None] * K + offs_k[None, :], mask=io_mask, other=0.0)
+    dx = tl.where((xk > 0) | (gate == 0), dx, 0.0)      # gate: x = relu(pre_0) * mask_0, so dx -> d pre_0
+    tl.store(dx_ptr + e * B * K + offs_b[:, None] * K + offs_k[None, :], dx.to(dx_ptr.dtype.element_ty),
+             mask=io_mask)
+
+
+@triton.jit
+def _linear_bwd_w_kernel(x_ptr, g_ptr, dw_ptr, db_ptr, B, K, H,
+                         BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_H: tl.constexpr, PREC: tl.constexpr):
+    e = tl.program_id(0).to(tl.int64)
+    pid_k = tl.program_id(1)
+    offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
+    offs_h = tl.program_id(2) * BLOCK_H + tl.arange(0, BLOCK_H)
+    dw = tl.zeros((BLOCK_K, BLOCK_H), tl.float32)
+    db = tl.zeros((BLOCK_H,), tl.float32)
+    for b0 in range(0, B, BLOCK_B):
+        offs_b = b0 + tl.arange(0, BLOCK_B)
+        xt = tl.load(x_ptr + e * B * K + offs_b[None, :] * K + offs_k[:, None],
+                     mask=(offs_b[None, :] < B) & (offs_k[:, None] < K), other=0.0)           # (BK, BB) = xᵀ
+        g = tl.load(g_ptr + e * B * H + offs_b[:, None] * H + offs_h[None, :],
+                    mask=(offs_b[:, None] < B) & (offs_h[None, :] < H), other=0.0)            # (BB, BH)
+        dw = tl.dot(xt, g, dw, input_precision=PREC)
+        db += tl.sum(g.to(tl.float32), 0)
+    tl.store(dw_ptr + e * K * H + offs_k[:, None] * H + offs_h[None, :], dw.to(dw_ptr.dtype.element_ty),
+             mask=(offs_k[:, None] < K) & (offs_h[None, :] < H))
+    tl.store(db_ptr + e * H + offs_h, db.to(db_ptr.dtype.element_ty), mask=offs_h < tl.where(pid_k == 0, H, 0))
+
+
+# ----------------------------------------------------------------------------------------------- launchers
+
+def _block_o(o: int) -> int:
+    return 16 if o <= 16 else OMAX
+
+
+def _prec(dtype: torch.dtype) -> str:
+    """fp32 dots follow torch's matmul setting: exact fp32 ("ieee") under the default "highest", one TF32 pass
+    when the user allowed it ("high"/"medium"), as torch.baddbmm would do on the same GPU. 16-bit: ignored."""
+    if dtype == torch.float32 and torch.get_float32_matmul_precision() != "highest":
+        return "tf32"
+    return "ieee"
+
+
+def _opts(x, **tiles):
+    return dict(BLOCK_B=BLOCK_B, BLOCK_K=BLOCK_K, BLOCK_H=HMAX, **tiles, PREC=_prec(x.dtype), **LAUNCH)
+
+
+def _linear_relu_fwd(x, w, b, m):
+    E, B, K = x.shape
+    H = w.shape[2]
+    h = torch.empty(E, B, H, device=x.device, dtype=x.dtype)                                 # (E, B, H)
+    _linear_relu_fwd_kernel[(E, triton.cdiv(B, BLOCK_B), triton.cdiv(H, HMAX))](
+        x, w, b, m, h, B, K, H, **_opts(x))
+    return h
+
+
+def _pair_fwd(x, w1, b1, m, w2, b2):
+    E, B, K = x.shape
+    H, O = w2.shape[1], w2.shape[2]
+    y = torch.empty(E, B, O, device=x.device, dtype=x.dtype)                                 # (E, B, out)
+    _pair_fwd_kernel[(E, triton.cdiv(B, BLOCK_B))](
+        x, w1, b1, m, w2, b2, y, B, K, H, O, **_opts(x, BLOCK_O=_block_o(O)))
+    return y
+
+
+def _pair_bwd(x, w1, b1, m, w2, dy, need_dx: bool, gate: bool):
+    """Grads of the pair: (dx or None, dW1, db1, dW2, db2); gate=True turns dx into d pre of the layer below."""
+    E, B, K = x.shape
+    H, O = w2.shape[1], w2.shape[2]
+    tiles = _opts(x, BLOCK_O=_block_o(O))
+    dw1, db1 = torch.empty_like(w1), torch.empty_like(b1)
+    dw2, db2 = torch.empty_like(w2), torch.empty(E, O, device=x.device, dtype=w2.dtype)
+    _pair_bwd_w_kernel[(E, triton.cdiv(H, HMAX), triton.cdiv(K, BLOCK_K))](
+        x, w1, b1, m, w2, dy, dw1, db1, dw2, db2, B, K, H, O, **tiles)
+    dx = None
+    if need_dx:
+        dx = torch.empty_like(x)
+        _pair_bwd_dx_kernel[(E, triton.cdiv(B, BLOCK_B), triton.cdiv(K, BLOCK_K))](
+            x, w1, b1, m, w2, dy, dx, int(gate), B, K, H, O, **tiles)
+    return dx, dw1, db1, dw2, db2
+
+
+def _linear_bwd_w(x, g, w):
+    """dW = xᵀ g (E, K, H) and db = Σ_B g (E, H) for one linear layer, g = d pre."""
+    E, B, K = x.shape
+    H = g.shape[2]
+    dw, db = torch.empty_like(w), torch.empty(E, H, device=x.device, dtype=w.dtype)
+    _linear_bwd_w_kernel[(E, triton.cdiv(K, BLOCK_K), triton.cdiv(H, HMAX))](
+        x, g, dw, db, B, K, H, **_opts(x))
+    return dw, db
+
+
+class _PackedMLP(torch.autograd.Function):
+    """apply(x, *Ws, *bs, *masks) with len(Ws) = len(bs) = L in {2, 3}, len(masks) = L - 1 (masks (E, H) fp32)."""
+
+    @staticmethod
+    def forward(ctx, x, *params):
+        L = (len(params) + 1) // 3
+        Ws, bs, masks = params[:L], params[L:2 * L], params[2 * L:]
+        h1 = _linear_relu_fwd(x, Ws[0], bs[0], masks[0]) if L == 3 else None                    # (E, B, H_0)
+        pair_in = x if L == 2 else h1
+        y = _pair_fwd(pair_in, Ws[-2], bs[-2], masks[-1], Ws[-1], bs[-1])
+        ctx.save_for_backward(x, h1, *params)
+        ctx.L = L
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, h1, *params = ctx.saved_tensors
+        L = ctx.L
+        Ws, bs, masks = params[:L], params[L:2 * L], params[2 * L:]
+        dy = dy.contiguous().to(x.dtype)                                                        # (E, B, out)
+        need_x = ctx.needs_input_grad[0]
+        pair_in = x if L == 2 else h1
+        d_in, dw1, db1, dw2, db2 = _pair_bwd(pair_in, Ws[-2], bs[-2], masks[-1], Ws[-1], dy,
+                                             need_dx=need_x or L == 3, gate=L == 3)
+        dWs, dbs = [dw1, dw2], [db1, db2]
+        dx = d_in
+        if L == 3:                                                  # d_in = d pre_0 (E, B, H_0)
+            dw0, db0 = _linear_bwd_w(x, d_in, Ws[0])
+            dWs, dbs = [dw0] + dWs, [db0] + dbs
+            dx = torch.bmm(d_in, Ws[0].transpose(1, 2)) if need_x else None
+        return (dx, *dWs, *dbs, *([None] * len(masks)))
+
+
+def _check(x, Ws, bs, masks):
+    if len(Ws) not in (2, 3) or len(bs) != len(Ws) or len(masks) != len(Ws) - 1:
+        raise ValueError(f"packed_mlp: need 2 or 3 layers, len(bs) == len(Ws), len(masks) == len(Ws) - 1 "
+                         f"(got {len(Ws)}, {len(bs)}, {len(masks)})")
+    if any(t.dtype != x.dtype for t in (*Ws, *bs)):
+        raise ValueError(f"packed_mlp: x, Ws and bs must share one dtype (x is {x.dtype})")
+
+
+def packed_mlp_triton(x: torch.Tensor, Ws: list[torch.Tensor], bs: list[torch.Tensor],
+                      masks: list[torch.Tensor]) -> torch.Tensor:
+    """The Triton path (also under TRITON_INTERPRET=1 on CPU tensors): x (E, B, in) -> (E, B, out)."""
+    _check(x, Ws, bs, masks)
+    if Ws[-1].shape[2] > OMAX:
+        raise ValueError(f"packed_mlp_triton: out must be <= {OMAX} (got {Ws[-1].shape[2]})")
+    E = x.shape[0]
+    ms = [m.reshape(E, -1).to(torch.float32).contiguous() for m in masks]                      # (E, H_i)
+    return _PackedMLP.apply(x.contiguous(), *(w.contiguous() for w in Ws), *(b.contiguous() for b in bs), *ms)
+
+
+def packed_mlp(x: torch.Tensor, Ws: list[torch.Tensor], bs: list[torch.Tensor],
+               masks: list[torch.Tensor]) -> torch.Tensor:
+    """g(x) for the pack: Triton kernels when `kernels.dispatch.use_triton` says so, else `packed_mlp_ref`."""
+    if Ws[-1].shape[2] <= OMAX and dispatch.use_triton(x, *Ws, *bs):
+        return packed_mlp_triton(x, Ws, bs, masks)
+    return packed_mlp_ref(x, Ws, bs, masks)
+
+
+def packed_mlp_ref(x: torch.Tensor, Ws: list[torch.Tensor], bs: list[torch.Tensor],
+                   masks: list[torch.Tensor]) -> torch.Tensor:
+    """Plain torch in the input dtype: h = relu(baddbmm(b, h, W)) * mask per hidden layer, then the output layer."""
+    _check(x, Ws, bs, masks)
+    E = x.shape[0]
+    h = x                                                                                      # (E, B, in)
+    for w, b, m in zip(Ws[:-1], bs[:-1], masks):
+        h = torch.relu(torch.baddbmm(b.unsqueeze(1), h, w)) * m.reshape(E, 1, -1).to(h.dtype)  # (E, B, H_i)
+    return torch.baddbmm(bs[-1].unsqueeze(1), h, Ws[-1])                                       # (E, B, out)
+
+
+# --------------------------------------------------------------------------------------------------- AOT
+
+def aot_configs() -> list[dict]:
+    """Every (kernel, dtype, tile) configuration the launchers above can pick, for `python -m kernels.aot`."""
+    pair = ["x_ptr", "w1_ptr", "b1_ptr", "m_ptr", "w2_ptr"]
+    kernels = [  # (kernel, pointer args, int args, has BLOCK_O) in argument order
+        (_linear_relu_fwd_kernel, ["x_ptr", "w_ptr", "b_ptr", "m_ptr", "h_ptr"], ["B", "K", "H"], False),
+        (_linear_bwd_w_kernel, ["x_ptr", "g_ptr", "dw_ptr", "db_ptr"], ["B", "K", "H"], False),
+        (_pair_fwd_kernel, pair + ["b2_ptr", "y_ptr"], ["B", "K", "H", "O"], True),
+        (_pair_bwd_w_kernel, pair + ["dy_ptr", "dw1_ptr", "db1_ptr", "dw2_ptr", "db2_ptr"], ["B", "K", "H", "O"], True),
+        (_pair_bwd_dx_kernel, pair + ["dy_ptr", "dx_ptr"], ["gate", "B", "K", "H", "O"], True),
+    ]
+    cfgs = []
+    for dt, prec in (("*fp32", "ieee"), ("*fp32", "tf32"), ("*fp16", "ieee"), ("*bf16", "ieee")):
+        for fn, ptrs, ints, has_o in kernels:
+            for bo in ((16, OMAX) if has_o else (None,)):
+                c = {"BLOCK_B": BLOCK_B, "BLOCK_K": BLOCK_K, "BLOCK_H": HMAX, **({"BLOCK_O": bo} if has_o else {}),
+                     "PREC": prec}
+                sig = {p: ("*fp32" if p == "m_ptr" else dt) for p in ptrs}       # masks are always fp32
+                sig.update({i: "i32" for i in ints})
+                sig.update({k: "constexpr" for k in c})
+                cfgs.append({"fn": fn, "signature": sig, "constexprs": c, **LAUNCH})
+    return cfgs

@@ -1,0 +1,167 @@
+"""packed_mlp: Triton kernels (interpreter on CPU) vs a float64 evaluation of packed_mlp_ref, outputs and all
+grads, odd sizes; masked units exact; the ref vs a naive per-member nn.Linear loop; sm_90 AOT compile."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kernels.packed_mlp import (
+    HMAX,
+    OMAX,
+    aot_configs,
+    packed_mlp,
+    packed_mlp_ref,
+    packed_mlp_triton,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_pack(E, B, d_in, hidden, d_out, widths, seed=0):
+    """float64 pack with random weights EVERYWHERE (padding too, so the masks matter). widths[i][e]."""
+    g = torch.Generator().manual_seed(seed)
+    dims = [d_in, *hidden, d_out]
+    x = torch.randn(E, B, d_in, generator=g, dtype=torch.float64)
+    Ws = [torch.randn(E, dims[i], dims[i + 1], generator=g, dtype=torch.float64) / dims[i] ** 0.5
+          for i in range(len(dims) - 1)]
+    bs = [0.3 * torch.randn(E, dims[i + 1], generator=g, dtype=torch.float64) for i in range(len(dims) - 1)]
+    masks = [(torch.arange(h)[None, :] < torch.tensor(w)[:, None]).double() for h, w in zip(hidden, widths)]
+    return x, Ws, bs, masks
+
+
+def naive(x, Ws, bs, widths):
+    """Each member alone as the small network it really is: nn.Linear math on its first width units only."""
+    out = []
+    for e in range(x.shape[0]):
+        h, keep = x[e], x.shape[2]                                  # rows of the next W that are real inputs
+        for i, (w, b) in enumerate(zip(Ws, bs)):
+            n = widths[i][e] if i < len(widths) else w.shape[2]
+            h = F.linear(h, w[e, :keep, :n].T, b[e, :n])
+            if i < len(widths):
+                h = torch.relu(h)
+            keep = n
+        out.append(h)
+    return torch.stack(out)
+
+
+def grads(fn, x, Ws, bs, masks, dy, x_grad=True):
+    x = x.detach().requires_grad_(x_grad)
+    Ws = [w.detach().requires_grad_() for w in Ws]
+    bs = [b.detach().requires_grad_() for b in bs]
+    y = fn(x, Ws, bs, masks)
+    inputs = ([x] if x_grad else []) + Ws + bs
+    return y, torch.autograd.grad(y, inputs, dy.to(y.dtype))
+
+
+# (E, B, in, hidden, out, widths): odd sizes; H = 70 > HMAX so the hidden-chunk loop runs; depth 3 has
+# fan_in 70 > BLOCK_K for the pair (fan_in-chunk grid); out = 20 takes the BLOCK_O = 64 variant.
+CASES = {
+    "d2-b1": (3, 1, 3, [70], 1, [[1, 70, 33]]),
+    "d2-b33": (3, 33, 9, [70], 5, [[70, 1, 40]]),
+    "d2-out20": (2, 17, 9, [24], 20, [[24, 7]]),
+    "d3-b33": (3, 33, 9, [70, 40], 5, [[1, 70, 35], [40, 1, 20]]),
+    "d3-b1": (2, 1, 3, [20, 70], 1, [[20, 3], [66, 70]]),
+}
+TOL = {torch.float32: 2e-5, torch.float16: 1e-2}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_triton_matches_float64_ref(case, dtype):
+    assert max(CASES["d2-b33"][3]) > HMAX
+    E, B, d_in, hidden, d_out, widths = CASES[case]
+    x, Ws, bs, masks = make_pack(E, B, d_in, hidden, d_out, widths)
+    x, Ws, bs = x.to(dtype), [w.to(dtype) for w in Ws], [b.to(dtype) for b in bs]    # the values both see
+    dy = torch.randn(E, B, d_out, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    x_grad = case != "d2-out20"                                     # also the path with no dx kernel
+    y, g = grads(packed_mlp_triton, x, Ws, bs, [m.to(dtype) for m in masks], dy, x_grad)
+    y64, g64 = grads(packed_mlp_ref, x.double(), [w.double() for w in Ws], [b.double() for b in bs], masks, dy,
+                     x_grad)
+    assert y.dtype == dtype and y.shape == (E, B, d_out)
+    names = (["x"] if x_grad else []) + [f"W{i}" for i in range(len(Ws))] + [f"b{i}" for i in range(len(bs))]
+    for name, a, b in [("y", y, y64), *zip(names, g, g64)]:
+        assert a.dtype == dtype and a.shape == b.shape, name
+        err = (a.double() - b).abs().max().item()
+        assert err <= TOL[dtype] * (1 + b.abs().max().item()), f"{name}: max err {err:.3g}"
+
+
+@pytest.mark.parametrize("case", ["d2-b33", "d3-b33"])
+def test_masked_units_are_exact(case):
+    """Padded units output exactly 0 and get exactly 0 gradient; padded weights never change the output."""
+    E, B, d_in, hidden, d_out, widths = CASES[case]
+    x, Ws, bs, masks = make_pack(E, B, d_in, hidden, d_out, widths)
+    x, Ws, bs, masks = x.float(), [w.float() for w in Ws], [b.float() for b in bs], [m.float() for m in masks]
+    dy = torch.randn(E, B, d_out)
+    y, g = grads(packed_mlp_triton, x, Ws, bs, masks, dy)
+    L = len(Ws)
+    dWs, dbs = g[1:1 + L], g[1 + L:]
+    for i, wid in enumerate(widths):
+        for e, n in enumerate(wid):
+            assert (dWs[i][e, :, n:] == 0).all() and (dbs[i][e, n:] == 0).all(), (i, e)
+            assert (dWs[i + 1][e, n:, :] == 0).all(), (i, e)                     # rows fed by padded units
+            assert dWs[i][e, :, :n].abs().sum() > 0                             # not vacuous
+    junk = [w.clone() for w in Ws], [b.clone() for b in bs]
+    for i, wid in enumerate(widths):
+        for e, n in enumerate(wid):
+            junk[0][i][e, :, n:] = 1e3
+            junk[1][i][e, n:] = 1e3
+            junk[0][i + 1][e, n:, :] = -1e3
+    assert torch.equal(packed_mlp_triton(x, *junk, masks), y.detach())
+
+
+@pytest.mark.parametrize("case", ["d2-b33", "d3-b33", "d3-b1"])
+def test_ref_matches_naive_per_member(case):
+    E, B, d_in, hidden, d_out, widths = CASES[case]
+    x, Ws, bs, masks = make_pack(E, B, d_in, hidden, d_out, widths)
+    torch.testing.assert_close(packed_mlp_ref(x, Ws, bs, masks), naive(x, Ws, bs, widths))
+    # adapter layout: masks (E, 1, H) as ftcore.adapters.additive_relu stores them
+    torch.testing.assert_close(packed_mlp_ref(x, Ws, bs, [m.unsqueeze(1) for m in masks]), naive(x, Ws, bs, widths))
+
+
+def test_tf32_setting_takes_the_tf32_configuration():
+    """torch's "high" matmul precision launches the PREC="tf32" kernels (exact in the interpreter)."""
+    E, B, d_in, hidden, d_out, widths = CASES["d3-b1"]
+    x, Ws, bs, masks = make_pack(E, B, d_in, hidden, d_out, widths)
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        dy = torch.ones(E, B, d_out)
+        y, g = grads(packed_mlp_triton, x.float(), [w.float() for w in Ws], [b.float() for b in bs], masks, dy)
+    finally:
+        torch.set_float32_matmul_precision(before)
+    y64, g64 = grads(packed_mlp_ref, x, Ws, bs, masks, dy)
+    for a, b in zip((y, *g), (y64, *g64)):
+        torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-4)
+
+
+def test_rejects_bad_arguments():
+    x, Ws, bs, masks = make_pack(2, 4, 3, [8], OMAX + 1, [[8, 2]])
+    with pytest.raises(ValueError, match="out must be"):
+        packed_mlp_triton(x.float(), [w.float() for w in Ws], [b.float() for b in bs], masks)
+    with pytest.raises(ValueError, match="len\\(masks\\)"):
+        packed_mlp_ref(x, Ws, bs, [])
+
+
+def test_public_entry_matches_ref(monkeypatch):
+    """`packed_mlp` under both FTCORE_KERNELS choices (triton runs in the interpreter on CPU) equals the ref."""
+    x, Ws, bs, masks = make_pack(2, 5, 3, [20], 2, [[20, 4]])
+    x, Ws, bs = x.float(), [w.float() for w in Ws], [b.float() for b in bs]
+    for impl in ("torch", "triton"):
+        monkeypatch.setenv("FTCORE_KERNELS", impl)
+        torch.testing.assert_close(packed_mlp(x, Ws, bs, masks), packed_mlp_ref(x, Ws, bs, masks))
+
+
+def test_aot_compiles_every_config_for_sm90():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    out = subprocess.run([sys.executable, "-m", "kernels.aot", "kernels.packed_mlp"], cwd=ROOT, env=env, check=False,
+                         capture_output=True, text=True, timeout=600)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith(("ok", "FAIL"))]
+    dtypes = [cfg["signature"]["x_ptr"] for cfg in aot_configs()]
+    for dt, ln in zip(dtypes, lines):
+        print(dt, ln)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert len(lines) == len(dtypes) and all(ln.startswith("ok") for ln in lines)
