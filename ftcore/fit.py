@@ -64,13 +64,14 @@ def fit(members: list[MemberConfig], report=None, device: torch.device | str = "
     check_pack(members)
     c0, E = members[0], len(members)
     construction = c0.train.method == "construction"
-    task, model = build_pack(members, torch.float64 if construction else torch.float32, device)
+    dtype = torch.float64 if construction else torch.float32
+    task, model = build_pack(members, dtype, device)
     steps = 0 if construction else c0.train.steps
     if construction:
         task.construct(model)
-    opt = PackedAdamW([p for p in model.parameters() if p.requires_grad],
-                      lr=[m.train.lr for m in members], weight_decay=[m.train.weight_decay for m in members],
-                      grad_clip=[m.train.grad_clip for m in members])
+    opt = make_optimizer(model, members)
+    n_tr = model.n_trainable()
+    live = list(range(E))                      # pack position -> index into `members` (changes on compaction)
     active = torch.ones(E, dtype=torch.bool, device=device)
     status, stopped = ["ok"] * E, [steps] * E
     final: list[dict] = [{} for _ in range(E)]
@@ -83,29 +84,78 @@ def fit(members: list[MemberConfig], report=None, device: torch.device | str = "
             metrics = task.evaluate(model)
             if "train/loss" not in metrics and step > 0:
                 metrics["train/loss"] = last_loss.to(next(iter(metrics.values())))
-            finite = torch.stack([v.isfinite() for v in metrics.values()]).all(0)
-            for e in torch.nonzero(active).flatten().tolist():
-                row = {k: float(v[e]) for k, v in metrics.items()}
+            finite = torch.stack([v.isfinite() for v in metrics.values()]).all(0).tolist()
+            values = {k: v.tolist() for k, v in metrics.items()}          # one device->host copy per metric
+            for i in torch.nonzero(active).flatten().tolist():
+                e = live[i]
+                row = {k: v[i] for k, v in values.items()}
                 curves[e].append({"step": step, **row})
                 final[e] = row
-                if not finite[e]:
-                    status[e], stopped[e], active[e] = "diverged", step, False
+                if not finite[i]:
+                    status[e], stopped[e], active[i] = "diverged", step, False
                 elif success_key and row.get(success_key, 0.0) > 0.5:
-                    stopped[e], active[e] = step, False
+                    stopped[e], active[i] = step, False
             if report is not None:
-                report(step, {"active": int(active.sum()), "of": E})
+                report(step, {"active": int(active.sum()), "of": E, "pack": len(live)})
             if step == steps or not bool(active.any()):
                 break
+            if should_compact(task, active, steps - step, steps):
+                keep = torch.nonzero(active).flatten().tolist()
+                task, model, opt = compact([members[live[i]] for i in keep], keep, model, opt, dtype, device)
+                live, active, last_loss = [live[i] for i in keep], active[keep], last_loss[keep]
         x, y, w = task.batch(step)
         loss = task.loss(model(x), y, w)                                          # (E,)
         last_loss = loss.detach()
         bad = active & ~loss.isfinite()
-        for e in torch.nonzero(bad).flatten().tolist():
-            status[e], stopped[e], active[e] = "diverged", step, False
+        for i in torch.nonzero(bad).flatten().tolist():
+            e = live[i]
+            status[e], stopped[e], active[i] = "diverged", step, False
             final[e] = {**final[e], "train/loss": float("nan")}
         opt.zero_grad()
         torch.where(active, loss, torch.zeros_like(loss)).sum().backward()
         opt.step(active, schedule(c0.train.schedule, step, steps))
 
-    n_tr = model.n_trainable()
     return [MemberResult(m.run_id(), status[e], final[e], stopped[e], n_tr[e], curves[e]) for e, m in enumerate(members)]
+
+
+def make_optimizer(model, members: list[MemberConfig]) -> PackedAdamW:
+    return PackedAdamW([p for p in model.parameters() if p.requires_grad],
+                       lr=[m.train.lr for m in members], weight_decay=[m.train.weight_decay for m in members],
+                       grad_clip=[m.train.grad_clip for m in members])
+
+
+COMPACT_BELOW = 0.5     # compact when at most this share of the pack is still training ...
+COMPACT_MIN_LEFT = 0.1  # ... and at least this share of the step budget is left to save
+
+
+def should_compact(task, active: torch.Tensor, steps_left: int, steps: int) -> bool:
+    """Finished members still cost compute in a padded pack; dropping them pays once few remain."""
+    n = int(active.sum())
+    return (task.static_batch and 0 < n <= COMPACT_BELOW * active.numel() and active.numel() > 1
+            and steps_left >= COMPACT_MIN_LEFT * steps)
+
+
+def _crop(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Top-left block of t (E, ...) with `shape`: padded dims shrink when the widest member has left."""
+    return t[(slice(None),) + tuple(slice(0, n) for n in shape[1:])]
+
+
+def compact(members: list[MemberConfig], keep: list[int], model, opt: PackedAdamW, dtype, device):
+    """A pack of the still-active `members` (positions `keep` in the old pack), carrying their trained state.
+
+    The pack is rebuilt from the members' own generators (so data, frozen base and masks are theirs exactly),
+    then every trainable parameter and its AdamW moments are copied over, cropped to the new padded sizes
+    (entries past a member's capacity are padding, zero for everyone left). Only for tasks whose batches do
+    not depend on the step or on generator state (`Task.static_batch`), so the rebuilt task is the old one."""
+    task, new_model = build_pack(members, dtype, device)
+    new_opt = make_optimizer(new_model, members)
+    old_named = dict(model.named_parameters())
+    with torch.no_grad():
+        for (name, p), m_new, v_new, m_old, v_old in zip(
+                ((n, p) for n, p in new_model.named_parameters() if p.requires_grad),
+                new_opt.views(new_opt.m), new_opt.views(new_opt.v), opt.views(opt.m), opt.views(opt.v)):
+            p.copy_(_crop(old_named[name][keep], p.shape))
+            m_new.copy_(_crop(m_old[keep], p.shape))
+            v_new.copy_(_crop(v_old[keep], p.shape))
+    new_opt.t = opt.t
+    return task, new_model, new_opt

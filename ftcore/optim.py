@@ -44,13 +44,19 @@ class PackedAdamW:
                                else grad_clip)
         self.b1, self.b2 = per_member(betas[0]), per_member(betas[1])
         self.flat = torch.cat([p.detach().reshape(E, -1) for p in self.params], 1).contiguous()   # (E, P)
-        off = 0
-        for p in self.params:                                   # params become views into the flat buffer
-            n = p[0].numel()
-            p.data = self.flat[:, off:off + n].view(p.shape)
-            off += n
+        for p, view in zip(self.params, self.views(self.flat)):  # params become views into the flat buffer
+            p.data = view
         self.grad = torch.zeros_like(self.flat)                 # (E, P)
         self.m, self.v = torch.zeros_like(self.flat), torch.zeros_like(self.flat)
+
+    def views(self, buf: torch.Tensor) -> list[torch.Tensor]:
+        """buf (E, P) seen as one tensor per parameter, shaped like it (for m, v, grad)."""
+        out, off = [], 0
+        for p in self.params:
+            n = p[0].numel()
+            out.append(buf[:, off:off + n].view(p.shape))
+            off += n
+        return out
 
     def zero_grad(self) -> None:
         for p in self.params:

@@ -2,8 +2,11 @@
 
 * A pack holds members with the same pack key (shapes and everything else that is not per-member);
   within a key, members are sorted by cost (rows per step × capacity) and greedily packed while the
-  padded cost E · max rows · max capacity stays within `max_waste` × the members' own total cost.
-  Padding a whole round to the largest (K, width) instead would cost ~10× on the FTC sweep.
+  padded cost O + E · max rows · max capacity stays within `max_waste` × (O + the members' own total
+  cost). O (`execution.pack_overhead`, in the same rows × capacity units) is what a step of any pack
+  costs regardless of its size — Python dispatch and kernel launches: for tiny members it dominates,
+  so they share a pack freely; big members are kept with members of their own size. Padding a whole
+  round to the largest (K, width) instead would cost ~10× on the FTC sweep.
 * Packs are spread over `n_slots` trials (the concurrent worker slots of the cluster), largest first,
   each trial holding at most `pack_size` members, so every core is busy but there are as few
   Ray Train start-ups (8–16 s each on 2 CPUs) as possible.
@@ -21,7 +24,7 @@ def member_cost(member) -> tuple[int, int]:
     return rows, max(size, 1)
 
 
-def plan_packs(members: list, max_waste: float = 1.5, pack_size: int = 256) -> list[list[int]]:
+def plan_packs(members: list, max_waste: float = 1.5, pack_size: int = 256, overhead: float = 0.0) -> list[list[int]]:
     """Indices of `members` grouped into packs."""
     costs = [member_cost(m) for m in members]                      # (rows, capacity) per member
     by_key: dict[tuple, list[int]] = {}
@@ -34,7 +37,7 @@ def plan_packs(members: list, max_waste: float = 1.5, pack_size: int = 256) -> l
         for i in idx:
             r, s = costs[i]
             nr, ns = max(mr, r), max(ms, s)
-            if cur and (len(cur) >= pack_size or (len(cur) + 1) * nr * ns > max_waste * (own + r * s)):
+            if cur and (len(cur) >= pack_size or overhead + (len(cur) + 1) * nr * ns > max_waste * (overhead + own + r * s)):
                 packs.append(cur)
                 cur, own, nr, ns = [], 0, r, s
             cur.append(i)
@@ -43,9 +46,10 @@ def plan_packs(members: list, max_waste: float = 1.5, pack_size: int = 256) -> l
     return packs
 
 
-def plan_trials(members: list, n_slots: int, pack_size: int = 256, max_waste: float = 1.5) -> list[list[list[int]]]:
+def plan_trials(members: list, n_slots: int, pack_size: int = 256, max_waste: float = 1.5,
+                overhead: float = 0.0) -> list[list[list[int]]]:
     """-> trials, each a list of packs (lists of member indices)."""
-    packs = plan_packs(members, max_waste, pack_size)
+    packs = plan_packs(members, max_waste, pack_size, overhead)
     member_costs = [r * s for r, s in map(member_cost, members)]
     pack_costs = {id(p): sum(member_costs[i] for i in p) for p in packs}
     n_trials = max(math.ceil(len(members) / pack_size), min(n_slots, len(packs)), 1)

@@ -71,7 +71,7 @@ class PackSearcher(Searcher):
         members = [p.member for p in probes]
         ex = self.spec.execution
         trials = plan_trials(members, self.n_slots, ex.pack_size or auto_pack_size(len(members), self.n_slots),
-                             ex.max_waste)
+                             ex.max_waste, ex.pack_overhead)
         self.queue = [[[probes[i].payload() for i in pack] for pack in trial] for trial in trials]
         groups = len({p.meta["group"] for p in probes})
         self.progress(f"round {self.search.round}: {len(probes)} runs ({groups} groups) in {len(trials)} trial(s), "

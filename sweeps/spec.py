@@ -81,6 +81,7 @@ class ReportSpec:
 class ExecutionSpec:
     pack_size: int = 0            # most members in one Tune trial; 0 = auto (memory and slots, sweeps/pack_size.py)
     max_waste: float = 1.5        # padded cost / real cost allowed when sharing a pack
+    pack_overhead: float = 4096   # fixed per-step cost of a pack, in rows × capacity units (sweeps/plan.py)
     cpus_per_trial: int = 1       # CPUs per trial (torch threads)
     gpus_per_trial: float = 0.0   # > 0: members train on CUDA; fractions share a GPU between trials
     worker: str = "tune"          # tune: packs run in the (reused) Tune trial actor; train: each trial launches a Ray Train worker
@@ -213,6 +214,8 @@ def _check_execution(ex: ExecutionSpec) -> None:
         _fail(f"execution.worker: must be one of {', '.join(WORKERS)} (got {ex.worker!r})")
     if not 0 < ex.memory_fraction <= 1:
         _fail(f"execution.memory_fraction: must be in (0, 1] (got {ex.memory_fraction})")
+    if ex.pack_overhead < 0:
+        _fail(f"execution.pack_overhead: must be >= 0 (got {ex.pack_overhead})")
     if ex.max_waste < 1:
         _fail(f"execution.max_waste: must be >= 1 (got {ex.max_waste})")
 

@@ -146,3 +146,47 @@ def test_fit_accepts_per_member_differences():
     """seed, lr, weight decay, adapter width and task n/k are per-member: one pack."""
     pack = [ftc(2, seed=0, n=3, steps=10), ftc(5, seed=9, n=7, lr=3e-3, weight_decay=0.1, steps=10)]
     assert len(ftcore.fit(pack)) == 2
+
+
+def test_compaction_drops_finished_members_without_changing_results():
+    """Four easy members stop early; once at most half the pack trains, fit() rebuilds the pack from those
+    still training (padded sizes shrink when the widest has left) and carries their weights and AdamW moments over.
+    Every member still gets exactly the metrics and curve it gets alone."""
+    easy = [ftc(24, seed=s, n=2, tol=0.2, steps=400) for s in range(4)]
+    hard = [ftc(2, seed=10, n=12, tol=0.2, steps=400), ftc(3, seed=11, n=12, tol=0.2, steps=400)]
+    pack = [easy[0], hard[0], easy[1], easy[2], hard[1], easy[3]]
+    sizes = []
+    results = ftcore.fit(pack, report=lambda step, info: sizes.append(info["pack"]))
+    assert sizes[0] == 6 and sizes[-1] <= 3, sizes
+    assert all(r.steps < 200 for r, m in zip(results, pack) if m in easy)
+    for m, r in zip(pack, results):
+        (alone,) = ftcore.fit([m])
+        assert (r.status, r.steps) == (alone.status, alone.steps)
+        assert_rel_close(r.metrics, alone.metrics)
+        assert [row["step"] for row in r.curve] == [row["step"] for row in alone.curve]
+        for a, b in zip(r.curve, alone.curve):
+            assert_rel_close(a, b)
+
+
+def test_compact_crops_padding_and_keeps_each_members_function():
+    """compact() of a trained pack to members 1 and 2: the padded width shrinks from 24 to 3, the optimizer
+    step count and moments carry over, and the kept members compute exactly what they computed before."""
+    import torch
+
+    from ftcore.fit import build_pack, compact, make_optimizer
+    pack = [ftc(24, seed=0), ftc(2, seed=1), ftc(3, seed=2)]
+    task, model = build_pack(pack, torch.float32)
+    opt = make_optimizer(model, pack)
+    for step in range(5):
+        x, y, w = task.batch(step)
+        opt.zero_grad()
+        task.loss(model(x), y, w).sum().backward()
+        opt.step(torch.ones(3, dtype=torch.bool))
+    with torch.no_grad():
+        before = model(task.x)[[1, 2]]
+    task2, model2, opt2 = compact(pack[1:], [1, 2], model, opt, torch.float32, "cpu")
+    assert model2.Ws[0].shape == (2, 4, 3) and opt2.t == opt.t == 5
+    with torch.no_grad():
+        torch.testing.assert_close(model2(task2.x), before, rtol=0, atol=1e-6)
+    m_old = opt.views(opt.m)[0][[1, 2]][:, :, :3]
+    torch.testing.assert_close(opt2.views(opt2.m)[0], m_old, rtol=0, atol=0)

@@ -30,7 +30,8 @@ def run_sweep_in_process(spec, out: Path, n_slots=2) -> tuple[dict, list[int]]:
         payloads = [p.payload() for p in probes]
         round_rows = []
         for trial in plan_trials([p.member for p in probes], n_slots,
-                                 ex.pack_size or auto_pack_size(len(probes), n_slots), ex.max_waste):
+                                 ex.pack_size or auto_pack_size(len(probes), n_slots), ex.max_waste,
+                                 ex.pack_overhead):
             for pack in trial:
                 sizes.append(len(pack))
                 round_rows += run_pack([payloads[i] for i in pack], sweep_meta(spec), f"r{search.round}")[0]

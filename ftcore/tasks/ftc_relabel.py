@@ -58,6 +58,7 @@ class FtcRelabel(Task):
     Config = FtcConfig
     per_member = FtcConfig.per_member
     success_metric = "fit/success"
+    static_batch = True
 
     @staticmethod
     def io_dims(cfg, model_cfg):
