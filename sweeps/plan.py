@@ -1,12 +1,15 @@
 """Pack planner: a round's member runs -> Tune trials -> packs (DESIGN.md §3).
 
 * A pack holds members with the same pack key (shapes and everything else that is not per-member);
-  within a key, members are sorted by cost (rows per step × capacity) and greedily packed while the
-  padded cost O + E · max rows · max capacity stays within `max_waste` × (O + the members' own total
-  cost). O (`execution.pack_overhead`, in the same rows × capacity units) is what a step of any pack
-  costs regardless of its size — Python dispatch and kernel launches: for tiny members it dominates,
-  so they share a pack freely; big members are kept with members of their own size. Padding a whole
-  round to the largest (K, width) instead would cost ~10× on the FTC sweep.
+  within a key, members are walked in order of cost (rows per step × capacity), of rows, or of
+  capacity — whichever plan has the least modelled step time — and greedily packed while the
+  padded cost E · max rows · max capacity stays within `max_waste` × the members' own total cost + O.
+  O (`execution.pack_overhead`, in the same rows × capacity units) is what a step of any pack costs
+  regardless of its size — Python dispatch, ~60 ATen ops, kernel launches — so padding up to O is free
+  next to running a second pack. Measured on the 2-core CPU (additive ReLU packs, fit() step): 0.6 ms
+  fixed, then ≈ 8.6 ns per unit (E=16, K=256, width 128: 5.1 ms), so O ≈ 65536 units; a GPU's fixed cost
+  is launch latency while its per-unit cost is far lower, so O is at least as large there. Padding a
+  whole round to the largest (K, width) instead would cost ~10× on the FTC sweep.
 * Packs are spread over `n_slots` trials (the concurrent worker slots of the cluster), largest first,
   each trial holding at most `pack_size` members, so every core is busy but there are as few
   Ray Train start-ups (8–16 s each on 2 CPUs) as possible.
@@ -24,6 +27,33 @@ def member_cost(member) -> tuple[int, int]:
     return rows, max(size, 1)
 
 
+ORDERS = {   # the greedy pass walks members in one of these orders; the plan with the least modelled time wins
+    "cost": lambda c: (c[0] * c[1], c[0]),
+    "rows": lambda c: (c[0], c[1]),
+    "capacity": lambda c: (c[1], c[0]),
+}
+
+
+def greedy_packs(idx: list[int], costs: list[tuple[int, int]], max_waste: float, pack_size: int,
+                 overhead: float) -> list[list[int]]:
+    """Walk `idx` in order, opening a new pack when the padded cost would exceed max_waste × own + overhead."""
+    packs, cur, own, mr, ms = [], [], 0, 0, 0
+    for i in idx:
+        r, s = costs[i]
+        nr, ns = max(mr, r), max(ms, s)
+        if cur and (len(cur) >= pack_size or (len(cur) + 1) * nr * ns > max_waste * (own + r * s) + overhead):
+            packs.append(cur)
+            cur, own, nr, ns = [], 0, r, s
+        cur.append(i)
+        own, mr, ms = own + r * s, nr, ns
+    return packs + [cur]
+
+
+def step_cost(packs: list[list[int]], costs: list[tuple[int, int]], overhead: float) -> float:
+    """Modelled time of one step of every pack: Σ (O + E · max rows · max capacity)."""
+    return sum(overhead + len(p) * max(costs[i][0] for i in p) * max(costs[i][1] for i in p) for p in packs)
+
+
 def plan_packs(members: list, max_waste: float = 1.5, pack_size: int = 256, overhead: float = 0.0) -> list[list[int]]:
     """Indices of `members` grouped into packs."""
     costs = [member_cost(m) for m in members]                      # (rows, capacity) per member
@@ -32,17 +62,9 @@ def plan_packs(members: list, max_waste: float = 1.5, pack_size: int = 256, over
         by_key.setdefault(m.pack_key(), []).append(i)
     packs = []
     for idx in by_key.values():
-        idx.sort(key=lambda i: (costs[i][0] * costs[i][1], i))
-        cur, own, mr, ms = [], 0, 0, 0
-        for i in idx:
-            r, s = costs[i]
-            nr, ns = max(mr, r), max(ms, s)
-            if cur and (len(cur) >= pack_size or overhead + (len(cur) + 1) * nr * ns > max_waste * (overhead + own + r * s)):
-                packs.append(cur)
-                cur, own, nr, ns = [], 0, r, s
-            cur.append(i)
-            own, mr, ms = own + r * s, nr, ns
-        packs.append(cur)
+        plans = [greedy_packs(sorted(idx, key=lambda i, o=o: (o(costs[i]), i)), costs, max_waste, pack_size, overhead)
+                 for o in ORDERS.values()]
+        packs += min(plans, key=lambda p: step_cost(p, costs, overhead))
     return packs
 
 

@@ -81,7 +81,7 @@ class ReportSpec:
 class ExecutionSpec:
     pack_size: int = 0            # most members in one Tune trial; 0 = auto (memory and slots, sweeps/pack_size.py)
     max_waste: float = 1.5        # padded cost / real cost allowed when sharing a pack
-    pack_overhead: float = 4096   # fixed per-step cost of a pack, in rows × capacity units (sweeps/plan.py)
+    pack_overhead: float = 65536  # fixed per-step cost of a pack, in rows × capacity units (sweeps/plan.py)
     cpus_per_trial: int = 1       # CPUs per trial (torch threads)
     gpus_per_trial: float = 0.0   # > 0: members train on CUDA; fractions share a GPU between trials
     worker: str = "tune"          # tune: packs run in the (reused) Tune trial actor; train: each trial launches a Ray Train worker

@@ -101,3 +101,20 @@ def test_lora_optuna_and_construction_end_to_end(tmp_path):
     best = [optuna.load_study(study_name=s.study_name, storage=storage).best_value for s in studies]
     assert all(math.isfinite(b) for b in best)
     assert (out / "report" / "report.md").exists()
+
+
+def test_train_worker_runs_packs_in_ray_train(tmp_path):
+    """`execution.worker: train`: one round of a grid, each trial in a Ray Train TorchTrainer worker; the rows
+    and the Train run directories are there, and the metrics equal the default (reused Tune actor) worker's."""
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY_FTC)
+    common = ["search.kind=grid", "task.n=[3]", "adapter.width=4", "train.steps=60"]
+    ftsweep("run", str(spec), "--out", str(tmp_path / "train"), "execution.worker=train", *common, cwd=tmp_path)
+    ftsweep("run", str(spec), "--out", str(tmp_path / "tune"), *common, cwd=tmp_path)
+    train, tune = (read_dataset(tmp_path / d / "runs").to_pylist() for d in ("train", "tune"))
+    assert list((tmp_path / "train" / "ray").glob("train-*")), "no Ray Train run directory"
+    assert not list((tmp_path / "tune" / "ray").glob("train-*"))
+    by_id = {r["run_id"]: r for r in tune}
+    assert len(train) == len(tune) == 4 and by_id.keys() == {r["run_id"] for r in train}
+    for r in train:
+        assert r["status"] == "ok" and math.isclose(r["fit/max_err"], by_id[r["run_id"]]["fit/max_err"], rel_tol=1e-6)

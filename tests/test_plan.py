@@ -28,3 +28,19 @@ def test_trials_fill_slots_and_respect_pack_size():
     assert len(trials) >= 2
     assert all(sum(map(len, t)) <= 8 for t in trials)
     assert sorted(i for t in trials for p in t for i in p) == list(range(len(members)))
+
+
+def test_overhead_lets_small_members_share_a_pack_and_the_cheapest_order_wins():
+    from sweeps.plan import ORDERS, greedy_packs, step_cost
+    members = [ftc(n, w, 2, s) for n in (8, 16, 64) for w in (2, 8, 40) for s in range(3)]
+    costs = [member_cost(m) for m in members]
+    O = 65536
+    without, with_overhead = plan_packs(members, 1.5), plan_packs(members, 1.5, overhead=O)
+    assert len(with_overhead) < len(without)
+    for p in with_overhead:        # the bound, overhead included
+        c = [costs[i] for i in p]
+        assert len(p) * max(r for r, _ in c) * max(s for _, s in c) <= 1.5 * sum(r * s for r, s in c) + O
+    idx = list(range(len(members)))
+    singles = [greedy_packs(sorted(idx, key=lambda i, o=o: (o(costs[i]), i)), costs, 1.5, 256, O) for o in ORDERS.values()]
+    assert step_cost(with_overhead, costs, O) == min(step_cost(p, costs, O) for p in singles)
+    assert step_cost(with_overhead, costs, O) < step_cost(without, costs, O)
