@@ -22,9 +22,8 @@ dev machine (early stop vs the full 3000 steps), so the default plain side stays
     max_concurrent_trials=ncpus, reuse_actors=True)), torch.set_num_threads(1) in the trainable.
 (b) "ftcore packed" — the same points as one sweep through the real stack: load_spec(ftc_capacity.yaml,
     [search.kind=grid, axes, seeds, execution.worker=..., --packed-override ...]) -> sweeps.runner.run_sweep
-    -> read the runs back from Parquet (analysis.load.read_runs). The planner's execution.max_waste (1.5)
-    keeps members of different (N, width) apart, so on this grid most packs hold the 4 seeds of one point
-    (256 runs -> 58 packs); `--packed-override execution.max_waste=4` shows what wider packs buy.
+    -> read the runs back from Parquet (analysis.load.read_runs). The planner packs points of different
+    (N, width) together while the padding stays within max_waste × own cost + pack_overhead (sweeps/plan.py).
 
 Each side runs in its own Python process on a fresh local Ray (ray.init(num_cpus=os.cpu_count(),
 include_dashboard=False, _node_ip_address="127.0.0.1"), same logging settings). Wall time runs from

@@ -106,13 +106,14 @@ def fit(members: list[MemberConfig], report=None, device: torch.device | str = "
         x, y, w = task.batch(step)
         loss = task.loss(model(x), y, w)                                          # (E,)
         last_loss = loss.detach()
-        bad = active & ~loss.isfinite()
-        for i in torch.nonzero(bad).flatten().tolist():
-            e = live[i]
-            status[e], stopped[e], active[i] = "diverged", step, False
-            final[e] = {**final[e], "train/loss": float("nan")}
+        finite = loss.isfinite()
+        if not bool(finite.all()):
+            for i in torch.nonzero(active & ~finite).flatten().tolist():
+                e = live[i]
+                status[e], stopped[e], active[i] = "diverged", step, False
+                final[e] = {**final[e], "train/loss": float("nan")}
         opt.zero_grad()
-        torch.where(active, loss, torch.zeros_like(loss)).sum().backward()
+        torch.where(active, loss, 0.0).sum().backward()
         opt.step(active, schedule(c0.train.schedule, step, steps))
 
     return [MemberResult(m.run_id(), status[e], final[e], stopped[e], n_tr[e], curves[e]) for e, m in enumerate(members)]

@@ -192,30 +192,32 @@ def multi_adamw_(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps: float,
 @torch.no_grad()
 def multi_adamw_ref(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps: float, weight_decay, max_norm,
                     active, step: int, lr_factor: float = 1.0) -> None:
-    """Plain torch, in place. Math in exp_avg's dtype (fp32; fp64 when the tests evaluate it as the oracle);
-    p is rounded once to its own dtype. Bias corrections in fp64, like the kernel."""
-    dt = exp_avg.dtype
-    E = param.shape[0]
+    """Plain torch, in place; also the CPU training path, so written with few full-size ops (~10).
+    Math in exp_avg's dtype (fp32; fp64 when the tests evaluate it as the oracle); p is rounded once to its
+    own dtype. Bias corrections in fp64, like the kernel. Inactive members: their gradient is replaced by 0
+    before anything reads it, their β and lr by 1 and 0, so m, v, p stay bit-exact."""
+    dt, E = exp_avg.dtype, param.shape[0]
 
-    def col(x):                                                              # (E,) -> (E, 1)
-        return x.to(device=param.device, dtype=dt).view(E, 1)
+    def col(x):                                                              # (E,) -> (E, 1) in dt
+        return x.view(E, 1) if x.dtype == dt else x.to(dt).view(E, 1)
 
-    act = active.to(device=param.device, dtype=torch.bool).view(E, 1)       # (E, 1)
-    g = torch.where(act, grad.to(dt), torch.zeros((), dtype=dt, device=param.device))   # (E, P)
+    act = active.view(E, 1)                                                  # (E, 1) bool
+    g = torch.where(act, grad if grad.dtype == dt else grad.to(dt), 0.0)     # (E, P)
     if max_norm is not None:
         c = col(max_norm)
-        norm = g.pow(2).sum(1, keepdim=True).sqrt()                         # (E, 1)
-        g = g * torch.where(c > 0, (c / (norm + CLIP_EPS)).clamp(max=1.0), torch.ones_like(c))
-    b1, b2 = col(beta1), col(beta2)
+        norm = torch.linalg.vector_norm(g, dim=1, keepdim=True)              # (E, 1)
+        g.mul_(torch.where(c > 0, (c / (norm + CLIP_EPS)).clamp(max=1.0), 1.0))
+    b1 = torch.where(act, col(beta1), 1.0)
+    b2 = torch.where(act, col(beta2), 1.0)
+    exp_avg.lerp_(g, 1 - b1)                                                 # m ← β1 m + (1 − β1) g
+    exp_avg_sq.mul_(b2).addcmul_(g, g * (1 - b2))                            # v ← β2 v + (1 − β2) g²
     bc1 = col(1 - beta1.double() ** step)
     bc2 = col(1 - beta2.double() ** step)
-    m = b1 * exp_avg + (1 - b1) * g
-    v = b2 * exp_avg_sq + (1 - b2) * g * g
-    p = param.to(dt)
-    p_new = p - col(lr) * lr_factor * ((m / bc1) / (v / bc2).sqrt().add(eps) + col(weight_decay) * p)
-    param.copy_(torch.where(act, p_new.to(param.dtype), param))
-    exp_avg.copy_(torch.where(act, m, exp_avg))
-    exp_avg_sq.copy_(torch.where(act, v, exp_avg_sq))
+    step_size = torch.where(act, col(lr) * lr_factor, 0.0)                   # (E, 1); 0 for inactive
+    denom = (exp_avg_sq / bc2).sqrt_().add_(eps)                             # (E, P)
+    upd = (exp_avg / bc1).div_(denom).addcmul_(param if param.dtype == dt else param.to(dt), col(weight_decay))
+    p_new = (param if param.dtype == dt else param.to(dt)) - step_size * upd
+    param.copy_(torch.where(act, p_new, param))                              # exact for inactive, even NaN/inf p
 
 
 # ---------------------------------------------------------------- ahead-of-time configurations
