@@ -50,6 +50,9 @@ def test_lora_mistakes_name_the_field(override, field):
     ("task.n=[600]", None), ("task.k=4", "task.n"), ("adapter.depth=4", "adapter.depth"),
     ("search.quorum=1.5", "search.quorum"), ("search.range=[0,4]", "adapter.width"),
     ("search.param=adapter.rank", "adapter.rank"), ("task.n=[-1]", "task.n"), ("search.kind=random", "search.kind"),
+    ("execution.worker=local", "execution.worker"), ("execution.pack_size=-1", "execution.pack_size"),
+    ("execution.gpus_per_trial=-0.5", "execution.gpus_per_trial"), ("execution.memory_fraction=0", "execution.memory_fraction"),
+    ("execution.pack_overhead=-1", "execution.pack_overhead"), ("execution.worker=train", None),
 ])
 def test_ftc_mistakes_name_the_field(override, field):
     if field is None:        # a valid override: larger N is allowed
