@@ -70,7 +70,7 @@ def compile_sm90(fn, signature: dict[str, str], constexprs: dict[str, object], n
     return CompileReport(name, regs, st, ld, int(compiled.metadata.shared))
 
 
-OPS = ("kernels.lora_linear", "kernels.packed_mlp", "kernels.multi_adamw")
+OPS = ("kernels.lora_linear", "kernels.packed_mlp", "kernels.multi_adamw", "kernels.selective_scan")
 
 
 def main() -> int:
