@@ -64,7 +64,14 @@ class MemberConfig:
         if self.train.method == "construction":
             check(task_cls.has_construction, "train.method",
                   f"'adam' for task '{self.task.name}' (it has no construction)", self.train.method)
-        ADAPTERS.get_entry(self.adapter.name).check_compatible(self.adapter, self.model, task_cls.io_dims(self.task, self.model))
+        adapter_cls = ADAPTERS.get_entry(self.adapter.name)
+        check(self.model.name in adapter_cls.models, "adapter.name",
+              f"an adapter for model '{self.model.name}' ('{self.adapter.name}' adapts {', '.join(adapter_cls.models)})",
+              self.adapter.name)
+        check(self.model.name in task_cls.models, "task.name",
+              f"a task for model '{self.model.name}' ('{self.task.name}' runs on {', '.join(task_cls.models)})",
+              self.task.name)
+        adapter_cls.check_compatible(self.adapter, self.model, task_cls.io_dims(self.task, self.model))
         task_cls.check_compatible(self.task, self.model, self.adapter, self.train)
 
     def flat(self) -> dict[str, Any]:

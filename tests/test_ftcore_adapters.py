@@ -125,7 +125,7 @@ def const_loss(model, x):
 def test_tables_cover_registries():
     assert set(ADAPTER_CASES) == set(ftcore.ADAPTERS)
     assert set(HAND_COUNT) == set(ftcore.ADAPTERS)
-    assert set(MODEL_CASES) == set(ftcore.MODELS)
+    assert set(MODEL_CASES) == {m for a in ftcore.ADAPTERS.values() for m in a.models}   # every adaptable model
     for name, rows in ADAPTER_CASES.items():
         has_capacity = ftcore.ADAPTERS[name].capacity_field is not None
         assert any(caps is not None for _, caps in rows) == has_capacity, name
@@ -273,3 +273,24 @@ def test_lora_rank_zero(ranks, tune_bias):
             assert last["fit/max_err"] == first["fit/max_err"]
         else:
             assert last["train/loss"] < first["train/loss"]
+
+
+def test_an_adapter_refuses_a_model_it_cannot_adapt():
+    """Adapters declare the models they adapt (`Adapter.models`); other pairs are a config error, not a crash."""
+    from ftcore.registry import MODELS
+
+    @MODELS.register("_seq_probe")
+    class _Probe:
+        from dataclasses import dataclass
+
+        @dataclass
+        class Config:
+            name: str = "_seq_probe"
+            width: int = 4
+            depth: int = 2
+    try:
+        with pytest.raises(ValueError, match=r"^adapter\.name: .*model '_seq_probe'"):
+            ftcore.member_from_dict({"model": {"name": "_seq_probe"}, "adapter": {"name": "lora", "rank": 1},
+                                     "task": HOST_TASKS["ftc_relabel"]})
+    finally:
+        del MODELS["_seq_probe"]

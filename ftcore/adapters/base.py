@@ -16,6 +16,7 @@ class Adapter(nn.Module):
     per_member: tuple = ()
     capacity_field: str | None = None      # the config field a capacity search may vary
     touches_base: bool = True              # False: output(x, f(x)) only — the frozen f(x) can be cached
+    models: tuple = ("mlp",)               # the models this adapter knows how to adapt
 
     def __init__(self, cfgs: list, base: nn.Module, in_dim: int, out_dim: int, gens: list[torch.Generator]):
         super().__init__()

@@ -16,6 +16,7 @@ class Task:
     success_metric: str | None = None     # boolean metric that ends a member early (fit/success)
     has_construction: bool = False        # True when `construct` implements `train.method: construction`
     static_batch: bool = False            # True when batch(step) is the same tensors every step (full batch)
+    models: tuple = ("mlp",)              # the models whose inputs and outputs this task can feed and score
 
     def __init__(self, cfgs: list, model_cfg, seeds: list[int]):
         self.cfgs, self.model_cfg, self.seeds, self.E = cfgs, model_cfg, seeds, len(cfgs)
