@@ -1,0 +1,112 @@
+"""`looped_transformer`: one GPT-2 block stack applied b times with input injection (Yang, Lee, Nowak,
+Papailiopoulos, ICLR 2024; papers.md §4; code Leiay/looped_transformer `TransformerModelLooped`).
+
+    P = read_in(x)                 (the input injection)
+    Y_0 = 0
+    Y_{t+1} = M(Y_t + P)           M = GPT-2 backbone: + wpe (added at every loop), n_layer blocks, final LN
+    ŷ_t = read_out(Y_t)            a prediction after every loop t = 1..b
+
+With `input_injection: false` the prompt enters once: Y_1 = M(P), Y_{t+1} = M(Y_t) (an ablation; the paper
+injects). The same weights serve every iteration, so the parameter count does not depend on `n_loops`.
+
+Training (papers.md §4(b)): b_t loops (curriculum up to `n_loops` = b), loss = MSE averaged over the
+predictions of the last T = `loss_last` iterations; iterations before b_t − T run without gradient
+(`forward_loops(x, n, keep_last=T)`). `loss_last: 0` means all iterations. Paper (b, T): LR (20, 15),
+sparse LR (20, 10), decision tree (70, 15), ReLU-2NN (12, 5).
+
+Init and draw order on gens[e] as in `transformer`: read_in.weight, wpe, blocks, read_out.weight.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ftcore.config import check
+from ftcore.models.blocks import PackedLinear
+from ftcore.models.transformer import PackedGPT2Backbone, _freeze, _n_params
+from ftcore.registry import MODELS
+
+
+@dataclass
+class LoopedConfig:
+    name: str = "looped_transformer"
+    n_embd: int = 64
+    n_layer: int = 1
+    n_head: int = 4
+    n_positions: int = 128
+    n_loops: int = 12          # b: iterations at the end of the loop curriculum (and by default in forward)
+    loss_last: int = 0         # T: loss over the last T iterations; 0 = all
+    input_injection: bool = True
+
+    per_member = ()
+
+    def __post_init__(self):
+        check(self.n_embd >= 1, "model.n_embd", ">= 1", self.n_embd)
+        check(self.n_layer >= 1, "model.n_layer", ">= 1", self.n_layer)
+        check(self.n_head >= 1, "model.n_head", ">= 1", self.n_head)
+        check(self.n_embd % self.n_head == 0, "model.n_embd", f"divisible by model.n_head={self.n_head}",
+              self.n_embd)
+        check(self.n_positions >= 1, "model.n_positions", ">= 1", self.n_positions)
+        check(self.n_loops >= 1, "model.n_loops", ">= 1", self.n_loops)
+        check(0 <= self.loss_last <= self.n_loops, "model.loss_last", f"in [0, model.n_loops={self.n_loops}]",
+              self.loss_last)
+
+
+@MODELS.register("looped_transformer")
+class PackedLoopedTransformer(nn.Module):
+    Config = LoopedConfig
+
+    def __init__(self, cfg: LoopedConfig, in_dim: int, out_dim: int, gens: list[torch.Generator]):
+        super().__init__()
+        self.cfg, self.E = cfg, len(gens)
+        self.read_in = PackedLinear(gens, in_dim, cfg.n_embd)
+        self.backbone = PackedGPT2Backbone(gens, cfg.n_embd, cfg.n_layer, cfg.n_head, cfg.n_positions)
+        self.read_out = PackedLinear(gens, cfg.n_embd, out_dim)
+
+    def forward_loops(self, x: torch.Tensor, n_loops: int | None = None,
+                      keep_last: int | None = None) -> list[torch.Tensor]:
+        """x (E, B, T, in_dim) -> [ŷ_t (E, B, T, out_dim)]: the read-out after each iteration.
+
+        n_loops: iterations to run (default cfg.n_loops). keep_last: return only the last `keep_last`
+        predictions and run the earlier iterations under no_grad (the paper's truncated loss); None or 0
+        returns all n_loops predictions with gradient.
+        """
+        n = self._n(n_loops)
+        start = 0 if not keep_last else max(0, n - keep_last)
+        return self._iterate(x, n, grad_from=start, out_from=start)
+
+    def forward(self, x: torch.Tensor, n_loops: int | None = None) -> torch.Tensor:
+        """x (E, B, T, in_dim) -> (E, B, T, out_dim): the prediction after the last iteration (gradient
+        flows through every iteration)."""
+        n = self._n(n_loops)
+        return self._iterate(x, n, grad_from=0, out_from=n - 1)[-1]
+
+    def _n(self, n_loops: int | None) -> int:
+        n = self.cfg.n_loops if n_loops is None else n_loops
+        if n < 1:
+            raise ValueError(f"n_loops must be >= 1 (got {n})")
+        return n
+
+    def _iterate(self, x: torch.Tensor, n: int, grad_from: int, out_from: int) -> list[torch.Tensor]:
+        """Run n iterations; iterations t < grad_from under no_grad; read out iterations t >= out_from."""
+        P = self.read_in(x)                                                          # (E, B, T, C)
+        Y = torch.zeros_like(P) if self.cfg.input_injection else None
+        out = []
+        for t in range(n):
+            with torch.no_grad() if t < grad_from else contextlib.nullcontext():
+                if self.cfg.input_injection:
+                    Y = self.backbone(Y + P)                                         # (E, B, T, C)
+                else:
+                    Y = self.backbone(P if Y is None else Y)
+                if t >= out_from:
+                    out.append(self.read_out(Y))                                     # (E, B, T, out)
+        return out
+
+    def freeze(self) -> PackedLoopedTransformer:
+        return _freeze(self)
+
+    def n_params(self) -> int:
+        return _n_params(self)

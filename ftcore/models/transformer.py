@@ -1,0 +1,101 @@
+"""`transformer`: the GPT-2 in-context learner of Garg et al. (papers.md §0.1), packed over members.
+
+read_in (in_dim -> n_embd) -> GPT-2 backbone (learned position embedding added to the input embeddings,
+n_layer pre-LN blocks, final LayerNorm; dropout 0) -> read_out (n_embd -> out_dim), at every position.
+Garg's `TransformerModel` feeds `inputs_embeds = read_in(zs)` to HF `GPT2Model` and reads out every
+hidden state; the task picks the x-token positions. Causal: the output at t depends on inputs ≤ t only.
+
+Init (GPT-2): every weight N(0, 0.02²) except the residual projections (attn.proj, mlp.proj), which use
+0.02/√(2·n_layer); biases 0, LayerNorm (1, 0). read_in/read_out use N(0, 0.02²) too (Garg's are
+`nn.Linear` defaults outside the HF init; the difference is immaterial at these sizes and keeps one rule).
+Draw order on gens[e]: read_in.weight, wpe, blocks[0..L-1] (see blocks.py), read_out.weight.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ftcore.config import check
+from ftcore.models.blocks import (
+    PackedLayerNorm,
+    PackedLinear,
+    TransformerBlock,
+    normal_,
+    residual_std,
+)
+from ftcore.registry import MODELS
+
+
+@dataclass
+class TransformerConfig:
+    name: str = "transformer"
+    n_embd: int = 64
+    n_layer: int = 4
+    n_head: int = 4
+    n_positions: int = 128
+
+    per_member = ()
+
+    def __post_init__(self):
+        check(self.n_embd >= 1, "model.n_embd", ">= 1", self.n_embd)
+        check(self.n_layer >= 1, "model.n_layer", ">= 1", self.n_layer)
+        check(self.n_head >= 1, "model.n_head", ">= 1", self.n_head)
+        check(self.n_embd % self.n_head == 0, "model.n_embd", f"divisible by model.n_head={self.n_head}",
+              self.n_embd)
+        check(self.n_positions >= 1, "model.n_positions", ">= 1", self.n_positions)
+
+
+class PackedGPT2Backbone(nn.Module):
+    """h (E, B, T, C) -> ln_f(blocks(h + wpe[:T])): HF GPT2Model on `inputs_embeds`. Draws: wpe, then blocks."""
+
+    def __init__(self, gens: list[torch.Generator], n_embd: int, n_layer: int, n_head: int, n_positions: int):
+        super().__init__()
+        self.n_positions = n_positions
+        self.wpe = nn.Parameter(normal_((n_positions, n_embd), 0.02, gens))       # (E, P, C)
+        std = residual_std(n_layer)
+        self.blocks = nn.ModuleList([TransformerBlock(gens, n_embd, n_head, proj_std=std) for _ in range(n_layer)])
+        self.ln_f = PackedLayerNorm(len(gens), n_embd)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        T = h.shape[2]
+        if T > self.n_positions:
+            raise ValueError(f"sequence length {T} exceeds model.n_positions={self.n_positions}")
+        h = h + self.wpe[:, None, :T]                                                # (E, B, T, C)
+        for block in self.blocks:
+            h = block(h)
+        return self.ln_f(h)
+
+
+def _freeze(model: nn.Module) -> nn.Module:
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def _n_params(model: nn.Module) -> int:
+    """Parameters of one member (every parameter has the member axis first)."""
+    return sum(p[0].numel() for p in model.parameters())
+
+
+@MODELS.register("transformer")
+class PackedTransformer(nn.Module):
+    Config = TransformerConfig
+
+    def __init__(self, cfg: TransformerConfig, in_dim: int, out_dim: int, gens: list[torch.Generator]):
+        super().__init__()
+        self.cfg, self.E = cfg, len(gens)
+        self.read_in = PackedLinear(gens, in_dim, cfg.n_embd)
+        self.backbone = PackedGPT2Backbone(gens, cfg.n_embd, cfg.n_layer, cfg.n_head, cfg.n_positions)
+        self.read_out = PackedLinear(gens, cfg.n_embd, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (E, B, T, in_dim) -> (E, B, T, out_dim)."""
+        return self.read_out(self.backbone(self.read_in(x)))
+
+    def freeze(self) -> PackedTransformer:
+        return _freeze(self)
+
+    def n_params(self) -> int:
+        return _n_params(self)

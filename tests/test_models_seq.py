@@ -1,0 +1,221 @@
+"""Contracts for the packed sequence models (`transformer`, `looped_transformer`) and their blocks."""
+import pytest
+import torch
+
+from ftcore.models import build_model
+from ftcore.models.blocks import (
+    CausalSelfAttention,
+    PackedLayerNorm,
+    PackedLinear,
+    TransformerBlock,
+)
+from ftcore.models.looped import LoopedConfig
+from ftcore.models.transformer import TransformerConfig
+from ftcore.registry import MODELS
+from ftcore.seeding import generators
+
+IN, OUT, C, H, P = 5, 1, 16, 4, 12
+CASES = {
+    "transformer": lambda: TransformerConfig(n_embd=C, n_layer=2, n_head=H, n_positions=P),
+    "looped_transformer": lambda: LoopedConfig(n_embd=C, n_layer=1, n_head=H, n_positions=P, n_loops=3),
+}
+
+
+def make(name, seeds=(0,), cfg=None):
+    return build_model(cfg or CASES[name](), IN, OUT, generators(list(seeds), "base"))
+
+
+def xs(E, B=2, T=7, seed=123):
+    return torch.randn(E, B, T, IN, generator=torch.Generator().manual_seed(seed))
+
+
+def test_registered():
+    assert {"transformer", "looped_transformer"} <= set(MODELS)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_shapes(name):
+    y = make(name, seeds=(0, 1, 2))(xs(3))
+    assert y.shape == (3, 2, 7, OUT)
+    assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_causal(name):
+    torch.manual_seed(0)
+    m, x, t = make(name, seeds=(0, 1)), xs(2), 3
+    x2 = x.clone()
+    x2[:, :, t + 1:] += torch.randn_like(x2[:, :, t + 1:]) * 5
+    y, y2 = m(x), m(x2)
+    torch.testing.assert_close(y[:, :, :t + 1], y2[:, :, :t + 1], rtol=0, atol=1e-6)
+    assert (y[:, :, t + 1:] - y2[:, :, t + 1:]).abs().max() > 1e-3   # later positions do see the change
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_members_independent_of_pack(name):
+    pack = make(name, seeds=(0, 1, 2))
+    x = xs(3)
+    y = pack(x)
+    for e, s in enumerate((0, 1, 2)):
+        solo = make(name, seeds=(s,))
+        for (n, p), (_, q) in zip(pack.named_parameters(), solo.named_parameters()):
+            assert torch.equal(p[e], q[0]), n
+        torch.testing.assert_close(y[e], solo(x[e:e + 1])[0], rtol=1e-6, atol=1e-6)
+    assert (y[0] - y[1]).abs().max() > 1e-4                                 # different seeds, different members
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_member_outputs_do_not_mix(name):
+    m, x = make(name, seeds=(0, 1)), xs(2)
+    x2 = x.clone()
+    x2[1] += 1.0
+    torch.testing.assert_close(m(x)[0], m(x2)[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_grads_reach_every_parameter(name):
+    m = make(name, seeds=(0, 1))
+    m(xs(2)).pow(2).sum().backward()
+    for n, p in m.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, n
+        assert p.shape[0] == 2, n
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_freeze(name):
+    m = make(name).freeze()
+    assert not any(p.requires_grad for p in m.parameters())
+
+
+def block_params(c):
+    return 2 * c + (3 * c * c + 3 * c) + (c * c + c) + 2 * c + (4 * c * c + 4 * c) + (4 * c * c + c)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_n_params_hand_count(name):
+    cfg = CASES[name]()
+    want = (IN * C + C) + P * C + cfg.n_layer * block_params(C) + 2 * C + (C * OUT + OUT)
+    assert make(name, seeds=(0, 1)).n_params() == want
+    assert block_params(C) == 12 * C * C + 13 * C
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_too_long_raises(name):
+    m = make(name)
+    m(xs(1, T=P))
+    with pytest.raises(ValueError, match="n_positions"):
+        m(xs(1, T=P + 1))
+
+
+@pytest.mark.parametrize("bad", [{"n_embd": 10, "n_head": 4}, {"n_layer": 0}, {"n_positions": 0}])
+@pytest.mark.parametrize("Cfg", [TransformerConfig, LoopedConfig])
+def test_config_validation(Cfg, bad):
+    with pytest.raises(ValueError, match="model."):
+        Cfg(**bad)
+
+
+def test_looped_config_validation():
+    with pytest.raises(ValueError, match="model.loss_last"):
+        LoopedConfig(n_loops=3, loss_last=4)
+    with pytest.raises(ValueError, match="model.n_loops"):
+        LoopedConfig(n_loops=0)
+
+
+def test_looped_forward_is_last_loop():
+    m, x = make("looped_transformer", seeds=(0, 1)), xs(2)
+    outs = m.forward_loops(x)
+    assert len(outs) == 3
+    torch.testing.assert_close(m(x), outs[-1], rtol=0, atol=0)
+    assert (outs[0] - outs[-1]).abs().max() > 1e-5                           # the loops do something
+    # Fewer loops = the prefix of the longer run; keep_last returns the tail.
+    five = m.forward_loops(x, n_loops=5)
+    for a, b in zip(outs, five):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    tail = m.forward_loops(x, n_loops=5, keep_last=2)
+    assert len(tail) == 2
+    torch.testing.assert_close(tail[-1], five[-1], rtol=0, atol=0)
+    torch.testing.assert_close(m(x, n_loops=5), five[-1], rtol=0, atol=0)
+
+
+def test_looped_recurrence_by_hand():
+    """Y_{t+1} = M(Y_t + P), Y_0 = 0, ŷ_t = read_out(Y_t)."""
+    m, x = make("looped_transformer"), xs(1)
+    P_ = m.read_in(x)
+    Y = torch.zeros_like(P_)
+    for t, out in enumerate(m.forward_loops(x)):
+        Y = m.backbone(Y + P_)
+        torch.testing.assert_close(out, m.read_out(Y), rtol=0, atol=0)
+
+
+def test_looped_truncated_loss_grad():
+    """keep_last=T: earlier iterations run without gradient, so the loss is the paper's truncated one."""
+    m, x = make("looped_transformer"), xs(1)
+    tail = m.forward_loops(x, n_loops=4, keep_last=1)
+    assert tail[0].requires_grad
+    full = m.forward_loops(x, n_loops=4)
+    g_tail = torch.autograd.grad(tail[0].sum(), m.backbone.blocks[0].attn.qkv.weight)[0]
+    g_full = torch.autograd.grad(full[-1].sum(), m.backbone.blocks[0].attn.qkv.weight)[0]
+    assert not torch.allclose(g_tail, g_full)
+
+
+def test_looped_weights_shared_across_loops():
+    a = make("looped_transformer", cfg=LoopedConfig(n_embd=C, n_head=H, n_positions=P, n_loops=2))
+    b = make("looped_transformer", cfg=LoopedConfig(n_embd=C, n_head=H, n_positions=P, n_loops=20))
+    assert a.n_params() == b.n_params()
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_looped_without_injection():
+    cfg = LoopedConfig(n_embd=C, n_head=H, n_positions=P, n_loops=3, input_injection=False)
+    m, x = make("looped_transformer", cfg=cfg), xs(1)
+    Y = m.backbone(m.read_in(x))
+    Y = m.backbone(m.backbone(Y))
+    torch.testing.assert_close(m(x), m.read_out(Y), rtol=0, atol=0)
+
+
+# --- blocks -----------------------------------------------------------------------------------------------
+
+def test_packed_linear_matches_per_member():
+    gens = generators([0, 1], "lin")
+    lin = PackedLinear(gens, 3, 4)
+    with torch.no_grad():
+        lin.bias.normal_()
+    x = torch.randn(2, 5, 6, 3)
+    y = lin(x)
+    for e in range(2):
+        torch.testing.assert_close(y[e], x[e] @ lin.weight[e] + lin.bias[e])
+    assert 0.005 < lin.weight.std() < 0.05                                   # N(0, 0.02²)
+
+
+def test_layernorm_per_member():
+    ln = PackedLayerNorm(2, 6)
+    with torch.no_grad():
+        ln.weight.normal_()
+        ln.bias.normal_()
+    x = torch.randn(2, 3, 4, 6)
+    y = ln(x)
+    for e in range(2):
+        ref = torch.nn.functional.layer_norm(x[e], (6,), ln.weight[e], ln.bias[e])
+        torch.testing.assert_close(y[e], ref)
+
+
+def test_attention_matches_reference():
+    gens = generators([7], "att")
+    att = CausalSelfAttention(gens, C, H)
+    x = torch.randn(1, 2, 5, C)
+    q, k, v = (x[0] @ att.qkv.weight[0] + att.qkv.bias[0]).split(C, -1)      # (B, T, C)
+    hd = C // H
+    q, k, v = (t.view(2, 5, H, hd).transpose(1, 2) for t in (q, k, v))
+    s = q @ k.transpose(-1, -2) / hd ** 0.5
+    s = s.masked_fill(torch.triu(torch.ones(5, 5, dtype=torch.bool), 1), float("-inf"))
+    y = (s.softmax(-1) @ v).transpose(1, 2).reshape(2, 5, C)
+    ref = y @ att.proj.weight[0] + att.proj.bias[0]
+    torch.testing.assert_close(att(x)[0], ref, rtol=1e-5, atol=1e-6)
+
+
+def test_block_init_independent_of_pack():
+    a = TransformerBlock(generators([0, 1, 2], "b"), C, H)
+    b = TransformerBlock(generators([2], "b"), C, H)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p[2], q[0])
