@@ -1,7 +1,7 @@
 """`write_report(DIR)`: DIR/report/{report.md, fits.json, <sweep>_<kind>.png} from DIR/runs.
 
 One section per sweep found in the runs (a directory may hold several), chosen by the sweep's
-`report.kind` (capacity | rank_curve; a capacity search without report.kind is a capacity report).
+`report.kind` (capacity | rank_curve | icl_curve; a capacity search without report.kind is a capacity report).
 Every file is written atomically; report.md is written last, so its presence means the set is whole.
 fits.json is a list with one record per fitted capacity curve:
 
@@ -22,6 +22,7 @@ import pandas as pd
 
 from analysis.atomic import atomic_write
 from analysis.capacity_report import capacity_section
+from analysis.icl_report import icl_section
 from analysis.load import read_runs
 from analysis.markdown import FLAG, Section
 from analysis.meta import SweepMeta
@@ -66,8 +67,10 @@ def sweep_section(runs: pd.DataFrame, outdir: Path, *, n_boot: int, seed: int) -
             sec = capacity_section(runs, meta, outdir, n_boot=n_boot, seed=seed, figure_name=f"{_slug(name)}_capacity.png")
         elif kind == "rank_curve":
             sec = rank_section(runs, meta, outdir, figure_name=f"{_slug(name)}_rank_curve.png")
+        elif kind == "icl_curve":
+            sec = icl_section(runs, meta, outdir, figure_name=f"{_slug(name)}_icl_curve.png", n_boot=n_boot, seed=seed)
         else:
-            sec = Section(f"No report for report.kind = {kind!r} (known: capacity, rank_curve); counts only.\n")
+            sec = Section(f"No report for report.kind = {kind!r} (known: capacity, rank_curve, icl_curve); counts only.\n")
     except ValueError as e:
         kind, sec = "error", Section(f"{FLAG} report failed for this sweep: {e}\n")
     head = f"## Sweep `{name}` ({kind or 'no report.kind'})\n\n{status_counts(runs)}.\n"
