@@ -21,9 +21,14 @@ from ftcore.seeding import generators
 
 SEEDS = [3, 4, 5]
 
-MODEL_CASES = {   # name -> model configs every adapter is run over
+MODEL_CASES = {   # name -> model configs every adapter that adapts it is run over
     "mlp": [{"width": 6, "depth": 2},
             {"width": 6, "depth": 3, "last_activation": False}],
+    "transformer": [{"n_embd": 8, "n_layer": 1, "n_head": 2, "n_positions": 16}],
+    "looped_transformer": [{"n_embd": 8, "n_layer": 1, "n_head": 2, "n_positions": 16, "n_loops": 2}],
+    "mamba": [{"n_embd": 8, "n_layer": 1, "d_state": 4}],
+    "hybrid": [{"n_embd": 8, "n_layer": 2, "n_head": 2, "n_positions": 16}],
+    "mambaformer": [{"n_embd": 8, "n_layer": 2, "n_head": 2}],
 }
 
 ADAPTER_CASES = {   # name -> [(fixed fields, capacity per member or None)]
@@ -66,6 +71,7 @@ HOST_TASKS = {   # the adapted model is built through a real task (in != out for
     "ftc_relabel": {"name": "ftc_relabel", "dim": 5, "n": 4, "k": 12},
     "lora_teacher": {"name": "lora_teacher", "batch_size": 12, "n_val": 8, "n_test": 8},
 }
+SEQUENCE_HOST = {"name": "icl_regression", "dim": 3, "n_points": 5, "batch_size": 4, "n_eval": 4}   # the sequence models' host
 
 
 def _cases():
@@ -73,6 +79,8 @@ def _cases():
     for aname, rows in ADAPTER_CASES.items():
         for i, (fixed, caps) in enumerate(rows):
             for mname, models in MODEL_CASES.items():
+                if mname not in ftcore.ADAPTERS[aname].models:
+                    continue
                 for j, mcfg in enumerate(models):
                     out.append(pytest.param(aname, fixed, caps, mname, mcfg, id=f"{aname}{i}-{mname}{j}"))
     return out
@@ -89,8 +97,9 @@ def members(aname, fixed, caps, mname, mcfg, host="ftc_relabel", seeds=SEEDS):
         adapter = {"name": aname, **fixed}
         if caps is not None:
             adapter[field] = caps[e]
+        task = HOST_TASKS[host] if mname == "mlp" else SEQUENCE_HOST
         out.append(ftcore.member_from_dict({"model": {"name": mname, **mcfg}, "adapter": adapter,
-                                            "task": HOST_TASKS[host], "seed": seed}))
+                                            "task": task, "seed": seed}))
     return out
 
 
@@ -184,6 +193,9 @@ def test_training_moves_every_member(aname, fixed, caps, mname, mcfg):
 @pytest.mark.parametrize("aname,fixed,caps,mname,mcfg", CASES)
 def test_merge_round_trip(aname, fixed, caps, mname, mcfg, host):
     task, model = build_pack(members(aname, fixed, caps, mname, mcfg, host), torch.float32)
+    if not hasattr(model.base, "depth"):
+        assert model.delta_weight(0) is None
+        pytest.skip(f"{aname} on {mname} is not mergeable (no per-layer weights)")
     deltas = [model.delta_weight(l) for l in range(model.base.depth)]
     if deltas[0] is None:
         assert all(d is None for d in deltas), "mergeable for some layers only"
@@ -249,6 +261,9 @@ def test_packing_independence_and_masks(aname, fixed, caps, mname, mcfg):
 def test_n_trainable_matches_hand_count(aname, fixed, caps, mname, mcfg):
     ms = members(aname, fixed, caps, mname, mcfg)
     task, model = build_pack(ms, torch.float32)
+    if mname != "mlp":                   # full fine-tuning of a sequence model: every parameter of one member
+        assert model.n_trainable() == [model.base.n_params()] * len(ms)
+        return
     dims = model.base.dims
     assert model.n_trainable() == [HAND_COUNT[aname](m.adapter, dims) for m in ms]
 

@@ -23,6 +23,11 @@ TASK_CASES = {   # name -> small member config, and a per-member field varied ac
                          adapter={"name": "lora", "rank": 2},
                          task={"name": "lora_teacher", "batch_size": 16, "n_val": 32, "n_test": 48},
                          vary=None),
+    "icl_regression": {"model": {"name": "transformer", "n_embd": 16, "n_layer": 1, "n_head": 2, "n_positions": 64},
+                       "adapter": {"name": "full"},
+                       "task": {"name": "icl_regression", "dim": 4, "n_points": 9, "batch_size": 8, "n_eval": 16,
+                                "dims_start": 2, "dims_interval": 2, "points_start": 5, "points_interval": 2},
+                       "vary": None},
 }
 SEEDS = [10, 11, 12]
 
@@ -63,7 +68,9 @@ def test_batch_shapes_and_weights(name):
     in_dim, out_dim = task.io_dims(ms[0].task, ms[0].model)
     rows = max(type(task).rows(m.task) for m in ms)
     for x, y, w in batches(task):
-        assert x.shape == (3, rows, in_dim) and y.shape == (3, rows, out_dim) and w.shape == (3, rows)
+        assert x.shape[:2] == y.shape[:2] == w.shape == (3, rows) and x.shape[-1] == in_dim
+        if ms[0].model.name == "mlp":        # sequence tasks add a position axis: x (E, B, T, in), y per position
+            assert x.shape == (3, rows, in_dim) and y.shape == (3, rows, out_dim)
         assert x.dtype == y.dtype == w.dtype == torch.float32
         assert bool((w >= 0).all())
         torch.testing.assert_close(w.sum(1), torch.ones(3))
@@ -93,9 +100,10 @@ def test_other_seeds_other_data_and_base(name):
     (x1, y1, _), (x2, y2, _) = t1.batch(0), t2.batch(0)
     for e in range(3):
         assert not torch.equal(x1[e], x2[e]) and not torch.equal(y1[e], y2[e])
-        assert not torch.equal(m1.base.weights[0][e], m2.base.weights[0][e])
+        assert not torch.equal(next(m1.base.parameters())[e], next(m2.base.parameters())[e])
     # and the members of one pack differ from each other
-    assert not torch.equal(x1[0], x1[1]) and not torch.equal(m1.base.weights[0][0], m1.base.weights[0][1])
+    w1 = next(m1.base.parameters())
+    assert not torch.equal(x1[0], x1[1]) and not torch.equal(w1[0], w1[1])
 
 
 @pytest.mark.parametrize("e", [0, 1, 2])

@@ -53,12 +53,44 @@ class FullConfig:
     per_member = ()
 
 
+SEQUENCE_MODELS = ("transformer", "looped_transformer", "mamba", "hybrid", "mambaformer")
+
+
 @ADAPTERS.register("full")
 class Full(DeltaAdapter):
+    """Full fine-tuning. On `mlp` a per-layer delta (mergeable). On the sequence models, which have no
+    per-layer hook, every base parameter p gets a zero delta Δ and the forward is
+    `torch.func.functional_call(base, {name: p + Δ})`: the same function and gradients as training p itself
+    (weight decay pulls Δ, not p, to zero) — so an untrained base trained with `full` is a model trained
+    from its initialisation, as the in-context-learning papers do (papers.md §0.1, §4–§5)."""
     Config = FullConfig
+    models = ("mlp",) + SEQUENCE_MODELS
+
+    def __init__(self, cfgs, base, in_dim, out_dim, gens):
+        self.generic = not hasattr(base, "linear")
+        if not self.generic:
+            super().__init__(cfgs, base, in_dim, out_dim, gens)
+            return
+        Adapter.__init__(self, cfgs, base, in_dim, out_dim, gens)
+        self.deltas = nn.ParameterDict({_key(n): nn.Parameter(torch.zeros_like(p))       # (E, ...) each
+                                        for n, p in base.named_parameters()})
 
     def weight_layers(self):
         return list(range(self.base.depth))
+
+    def forward(self, x):
+        if not self.generic:
+            return super().forward(x)
+        params = {n: p + self.deltas[_key(n)] for n, p in self.base.named_parameters()}
+        return torch.func.functional_call(self.base, params, (x,))
+
+    def delta_weight(self, l):
+        return None if self.generic else super().delta_weight(l)
+
+
+def _key(name: str) -> str:
+    """ParameterDict keys cannot contain dots."""
+    return name.replace(".", "__")
 
 
 @dataclass
