@@ -106,8 +106,8 @@ def icl_section(runs: pd.DataFrame, meta: SweepMeta, outdir: Path, *, figure_nam
         rows.append({"curve": curve, "n": int(by_k["n"].max()),
                      **{f"k{k}": f"{num(by_k.at[k, 'mean'])} [{num(by_k.at[k, 'lo'])}, {num(by_k.at[k, 'hi'])}]"
                         if who == MODEL else num(by_k.at[k, "mean"]) for k in picks if k in by_k.index}})
-    md = ["Normalised squared error vs in-context examples k (mean over seeds; model curves with a "
-          "seed-bootstrap 95% band; baselines on the same evaluation prompts, dashed).", "",
+    md = [("Normalised squared error vs in-context examples k (mean over seeds; model curves with a "
+           "seed-bootstrap 95% band; baselines on the same evaluation prompts, dashed)."), "",
           table(rows, [("curve", "curve"), ("n", "seeds")] + [(f"k{k}", f"k={k}") for k in picks]), "",
           f"![error vs k]({fig.name})", ""]
     return Section("\n".join(md), figures=[fig])
