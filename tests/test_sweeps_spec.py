@@ -12,7 +12,7 @@ SWEEPS = sorted((Path(__file__).parent.parent / "sweeps").glob("*.yaml"))
 def test_every_shipped_sweep_validates(path):
     spec = load_spec(path)
     assert validate(spec)
-    assert spec.report.kind in ("capacity", "rank_curve")
+    assert spec.report.kind in ("capacity", "rank_curve", "icl_curve")
 
 
 def test_shipped_sweeps_exist():
