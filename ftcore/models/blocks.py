@@ -130,3 +130,15 @@ class TransformerBlock(nn.Module):
 def residual_std(n_layer: int) -> float:
     """GPT-2's init std for residual projections (attn.proj, mlp.proj): 0.02/√(2·n_layer)."""
     return 0.02 / math.sqrt(2 * n_layer)
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Every parameter of `model` frozen (a frozen base); returns the model."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def member_params(model: nn.Module) -> int:
+    """Parameters of one member (every parameter has the member axis first)."""
+    return sum(p[0].numel() for p in model.parameters())

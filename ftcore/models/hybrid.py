@@ -27,7 +27,12 @@ from torch import nn
 
 from ftcore.config import check
 from ftcore.models.blocks import CausalSelfAttention, PackedLayerNorm
-from ftcore.models.mamba import MambaLayer, PackedSequenceModel, check_mamba_fields
+from ftcore.models.mamba import (
+    MambaConfig,
+    MambaLayer,
+    PackedSequenceModel,
+    check_mamba_fields,
+)
 from ftcore.registry import MODELS
 
 
@@ -58,37 +63,24 @@ def check_hybrid_fields(cfg) -> None:
 
 
 @dataclass
-class HybridConfig:
-    name: str = "hybrid"
-    n_embd: int = 64
-    n_layer: int = 4
+class MambaFormerConfig(MambaConfig):
+    """Mamba's fields plus attention heads."""
+    name: str = "mambaformer"
     n_head: int = 8
-    d_state: int = 16
-    d_conv: int = 4
-    expand: int = 2
-    n_positions: int = 256      # learned positions: the longest sequence the model accepts
 
-    per_member = ()
+    def __post_init__(self):
+        check_hybrid_fields(self)
+
+
+@dataclass
+class HybridConfig(MambaFormerConfig):
+    """MambaFormer's fields plus learned positions."""
+    name: str = "hybrid"
+    n_positions: int = 256      # learned positions: the longest sequence the model accepts
 
     def __post_init__(self):
         check_hybrid_fields(self)
         check(self.n_positions >= 1, "model.n_positions", ">= 1", self.n_positions)
-
-
-@dataclass
-class MambaFormerConfig:
-    name: str = "mambaformer"
-    n_embd: int = 64
-    n_layer: int = 4
-    n_head: int = 8
-    d_state: int = 16
-    d_conv: int = 4
-    expand: int = 2
-
-    per_member = ()
-
-    def __post_init__(self):
-        check_hybrid_fields(self)
 
 
 @MODELS.register("hybrid")

@@ -22,49 +22,32 @@ import contextlib
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from ftcore.config import check
-from ftcore.models.blocks import PackedLinear
-from ftcore.models.transformer import PackedGPT2Backbone, _freeze, _n_params
+from ftcore.models.transformer import PackedTransformer, TransformerConfig
 from ftcore.registry import MODELS
 
 
 @dataclass
-class LoopedConfig:
+class LoopedConfig(TransformerConfig):
+    """The transformer's fields (one block stack by default) plus the loop."""
     name: str = "looped_transformer"
-    n_embd: int = 64
     n_layer: int = 1
-    n_head: int = 4
-    n_positions: int = 128
     n_loops: int = 12          # b: iterations at the end of the loop curriculum (and by default in forward)
     loss_last: int = 0         # T: loss over the last T iterations; 0 = all
     input_injection: bool = True
 
-    per_member = ()
-
     def __post_init__(self):
-        check(self.n_embd >= 1, "model.n_embd", ">= 1", self.n_embd)
-        check(self.n_layer >= 1, "model.n_layer", ">= 1", self.n_layer)
-        check(self.n_head >= 1, "model.n_head", ">= 1", self.n_head)
-        check(self.n_embd % self.n_head == 0, "model.n_embd", f"divisible by model.n_head={self.n_head}",
-              self.n_embd)
-        check(self.n_positions >= 1, "model.n_positions", ">= 1", self.n_positions)
+        super().__post_init__()
         check(self.n_loops >= 1, "model.n_loops", ">= 1", self.n_loops)
         check(0 <= self.loss_last <= self.n_loops, "model.loss_last", f"in [0, model.n_loops={self.n_loops}]",
               self.loss_last)
 
 
 @MODELS.register("looped_transformer")
-class PackedLoopedTransformer(nn.Module):
+class PackedLoopedTransformer(PackedTransformer):
+    """The transformer's read-in / backbone / read-out (same parameters, same draws), applied in a loop."""
     Config = LoopedConfig
-
-    def __init__(self, cfg: LoopedConfig, in_dim: int, out_dim: int, gens: list[torch.Generator]):
-        super().__init__()
-        self.cfg, self.E = cfg, len(gens)
-        self.read_in = PackedLinear(gens, in_dim, cfg.n_embd)
-        self.backbone = PackedGPT2Backbone(gens, cfg.n_embd, cfg.n_layer, cfg.n_head, cfg.n_positions)
-        self.read_out = PackedLinear(gens, cfg.n_embd, out_dim)
 
     def forward_loops(self, x: torch.Tensor, n_loops: int | None = None,
                       keep_last: int | None = None) -> list[torch.Tensor]:
@@ -105,8 +88,3 @@ class PackedLoopedTransformer(nn.Module):
                     out.append(self.read_out(Y))                                     # (E, B, T, out)
         return out
 
-    def freeze(self) -> PackedLoopedTransformer:
-        return _freeze(self)
-
-    def n_params(self) -> int:
-        return _n_params(self)

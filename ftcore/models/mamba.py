@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ftcore.config import check
-from ftcore.models.blocks import PackedLayerNorm, PackedLinear
+from ftcore.models.blocks import PackedLayerNorm, PackedLinear, freeze, member_params
 from ftcore.registry import MODELS
 from kernels.selective_scan import selective_scan
 
@@ -169,13 +169,10 @@ class PackedSequenceModel(nn.Module):
         return self.read_out(self.norm_f(h))
 
     def freeze(self):
-        for p in self.parameters():
-            p.requires_grad_(False)
-        return self
+        return freeze(self)
 
     def n_params(self) -> int:
-        """Parameters of one member (every tensor has the leading member axis E)."""
-        return sum(p.numel() for p in self.parameters()) // self.E
+        return member_params(self)
 
 
 @MODELS.register("mamba")

@@ -22,6 +22,8 @@ from ftcore.models.blocks import (
     PackedLayerNorm,
     PackedLinear,
     TransformerBlock,
+    freeze,
+    member_params,
     normal_,
     residual_std,
 )
@@ -68,17 +70,6 @@ class PackedGPT2Backbone(nn.Module):
         return self.ln_f(h)
 
 
-def _freeze(model: nn.Module) -> nn.Module:
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
-
-
-def _n_params(model: nn.Module) -> int:
-    """Parameters of one member (every parameter has the member axis first)."""
-    return sum(p[0].numel() for p in model.parameters())
-
-
 @MODELS.register("transformer")
 class PackedTransformer(nn.Module):
     Config = TransformerConfig
@@ -95,7 +86,7 @@ class PackedTransformer(nn.Module):
         return self.read_out(self.backbone(self.read_in(x)))
 
     def freeze(self) -> PackedTransformer:
-        return _freeze(self)
+        return freeze(self)
 
     def n_params(self) -> int:
-        return _n_params(self)
+        return member_params(self)
