@@ -1,9 +1,5 @@
 """kernels.lora_linear: the Triton path (interpreted on CPU) vs a float64 evaluation of the reference, the
 reference vs independent naive computations, padded-rank entries, and the sm_90 AOT compile."""
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +7,6 @@ import torch
 pytest.importorskip("triton")
 from kernels import lora_linear as L
 
-ROOT = Path(__file__).resolve().parents[1]
 TOL = {torch.float32: 1e-5, torch.float16: 4e-3}      # max error / (max |ref| + 1)
 RANKS = [0, 1, 15, 16, 33, 64]                         # mixed, a 0, every slot count, a full pack
 
@@ -156,17 +151,6 @@ def test_checks_and_dispatch_fallback():
     # R > 64 always takes the reference, whatever the dispatch would say
     y = L.grouped_lora_linear(x, W, b, down, up, scale, torch.tensor([65, 3]))
     torch.testing.assert_close(y, L.grouped_lora_linear_ref(x, W, b, down, up, scale, torch.tensor([65, 3])))
-
-
-def test_aot_sm90_compiles_every_config():
-    """Every configuration the launchers can pick compiles for an H100; spills are reported, not failed."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    out = subprocess.run([sys.executable, "-m", "kernels.aot", "kernels.lora_linear"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=600, check=False)
-    print(out.stdout, out.stderr[-2000:])
-    oks = [line for line in out.stdout.splitlines() if line.startswith("ok ")]
-    assert out.returncode == 0, out.stdout + out.stderr[-2000:]
-    assert len(oks) == len(L.aot_configs())
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])

@@ -2,10 +2,6 @@
 (outputs and every input gradient), the reference vs a naive per-scalar unrolled scan, per-row A/D/bias,
 and the sm_90 AOT compile."""
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +9,6 @@ import torch
 pytest.importorskip("triton")
 from kernels import selective_scan as S
 
-ROOT = Path(__file__).resolve().parents[1]
 TOL = {torch.float32: 2e-5, torch.float16: 5e-3}      # max error / (max |ref| + 1)
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
@@ -144,14 +139,3 @@ def test_public_entry_takes_triton_when_forced(monkeypatch):
     ins = _inputs(1, 3, 4, 5, torch.float32)
     y = S.selective_scan(*[ins[k] for k in NAMES], delta_softplus=True)
     assert y.shape == (1, 3, 5) and torch.isfinite(y).all()
-
-
-def test_aot_sm90_compiles_every_config():
-    """Every configuration the launchers can pick compiles for an H100; spills are reported, not failed."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    out = subprocess.run([sys.executable, "-m", "kernels.aot", "kernels.selective_scan"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=600, check=False)
-    print(out.stdout, out.stderr[-2000:])
-    oks = [line for line in out.stdout.splitlines() if line.startswith("ok ")]
-    assert out.returncode == 0, out.stdout + out.stderr[-2000:]
-    assert len(oks) == len(S.aot_configs())
