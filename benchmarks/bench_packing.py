@@ -145,13 +145,7 @@ def main(argv=None) -> int:
     child_args = ["--runs", str(args.runs)] + (["--steps", str(args.steps)] if args.steps else []) \
         + (["--worker", args.worker] if args.worker else []) \
         + [f"--packed-override={o}" for o in args.packed_override or []]
-    summ, rows = {}, {}
-    for side in [s for s in SIDES if not (s == "plain" and args.skip_plain)]:
-        print(f"\n== {SIDES[side]} ==", flush=True)
-        res = common.run_side_process(__file__, side, work, child_args)
-        summ[side], rows[side] = common.summarize(res), res.get("rows", [])
-        if "error" in res:
-            print(f"{SIDES[side]} FAILED: {res['error']}", flush=True)
+    summ, rows = common.run_sides(__file__, work, child_args, SIDES, args.skip_plain)
     common.print_table(summ, SIDES)
     report = {"bench": "bench_packing", "machine": common.machine(),
               "workload": {"member_runs": n_runs, "axes": spec.axes, "seeds": spec.seeds, "train": spec.train,

@@ -136,13 +136,7 @@ def main(argv=None) -> int:
                   "--device", args.device] + (["--steps", str(args.steps)] if args.steps else []) \
         + (["--worker", args.worker] if args.worker else []) \
         + [f"--packed-override={o}" for o in args.packed_override or []]
-    summ, rows = {}, {}
-    for side in [s for s in SIDES if not (s == "plain" and args.skip_plain)]:
-        print(f"\n== {SIDES[side]} ==", flush=True)
-        res = common.run_side_process(__file__, side, work, child_args)
-        summ[side], rows[side] = common.summarize(res), res.get("rows", [])
-        if "error" in res:
-            print(f"{SIDES[side]} FAILED: {res['error']}", flush=True)
+    summ, rows = common.run_sides(__file__, work, child_args, SIDES, args.skip_plain)
     print(f"\ndevice: {device}")
     common.print_table(summ, SIDES)
     report = {"bench": "bench_sweep_gpu", "device": device, "machine": common.machine(),

@@ -352,6 +352,19 @@ def run_side_process(script: str, side: str, work: Path, args: list[str]) -> dic
     return {"error": f"side process exited {rc} without a result"}
 
 
+def run_sides(script: str, work: Path, child_args: list[str], labels: dict[str, str],
+              skip_plain: bool) -> tuple[dict[str, dict], dict[str, list[dict]]]:
+    """Run each side of a benchmark in its own process (fresh local Ray); -> (summaries, rows) per side."""
+    summ, rows = {}, {}
+    for side in [s for s in labels if not (s == "plain" and skip_plain)]:
+        print(f"\n== {labels[side]} ==", flush=True)
+        res = run_side_process(script, side, work, child_args)
+        summ[side], rows[side] = summarize(res), res.get("rows", [])
+        if "error" in res:
+            print(f"{labels[side]} FAILED: {res['error']}", flush=True)
+    return summ, rows
+
+
 def side_result(fn, *a) -> dict:
     """Call a side inside its child process; any failure becomes its result (the table says why)."""
     try:
