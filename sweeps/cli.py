@@ -81,6 +81,11 @@ def cmd_run(args) -> int:
     from sweeps.runner import run_sweep
     from sweeps.spec import load_spec, spec_to_yaml
     spec = load_spec(args.spec, args.overrides)
+    from kernels.dispatch import choice
+    try:
+        choice()                                  # a bad FTCORE_KERNELS is a user mistake: refuse before any write
+    except ValueError as e:
+        raise CliError(str(e)) from None
     out = _out_dir(spec, args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "spec.yaml").write_text(spec_to_yaml(spec))

@@ -1,4 +1,5 @@
 """The ftsweep CLI on bad input: exit code 2, one line on stderr naming the problem, no traceback, nothing written."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,16 @@ def test_bad_input_exit_2_one_line_nothing_written(tmp_path, args, needle):
     assert len(lines) == 1 and lines[0].startswith("ftsweep: error:") and needle in lines[0], r.stderr
     assert "Traceback" not in r.stderr
     assert not out.exists() and list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
+
+
+def test_bad_kernel_choice_exit_2_nothing_written(tmp_path):
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "sweeps.cli", "run", FTC, "--out", str(out)], capture_output=True,
+                       text=True, cwd=tmp_path, timeout=120, check=False, env={**os.environ, "FTCORE_KERNELS": "cuda"})
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "FTCORE_KERNELS" in lines[0] and "auto, torch, triton" in lines[0], r.stderr
+    assert not out.exists()
 
 
 def test_bad_yaml(tmp_path):
