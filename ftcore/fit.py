@@ -104,7 +104,7 @@ def fit(members: list[MemberConfig], report=None, device: torch.device | str = "
                 task, model, opt = compact([members[live[i]] for i in keep], keep, model, opt, dtype, device)
                 live, active, last_loss = [live[i] for i in keep], active[keep], last_loss[keep]
         x, y, w = task.batch(step)
-        loss = task.loss(model(x), y, w)                                          # (E,)
+        loss = train_loss(task, model, x, y, w, step)                             # (E,)
         last_loss = loss.detach()
         finite = loss.isfinite()
         if not bool(finite.all()):
@@ -117,6 +117,16 @@ def fit(members: list[MemberConfig], report=None, device: torch.device | str = "
         opt.step(active, schedule(c0.train.schedule, step, steps))
 
     return [MemberResult(m.run_id(), status[e], final[e], stopped[e], n_tr[e], curves[e]) for e, m in enumerate(members)]
+
+
+def train_loss(task, model, x, y, w, step: int) -> torch.Tensor:
+    """The task's loss (E,) of the model's training forward. A base with `train_kwargs(step)` (the looped
+    transformer: loop curriculum and truncated loss) gets them as forward keywords and may return a list of
+    predictions; the loss is then the mean of the task's loss over that list (papers.md §4(b))."""
+    hook = getattr(getattr(model, "base", model), "train_kwargs", None)
+    out = model(x, **hook(step)) if hook is not None else model(x)
+    preds = out if isinstance(out, (list, tuple)) else [out]
+    return torch.stack([task.loss(p, y, w) for p in preds]).mean(0)
 
 
 def make_optimizer(model, members: list[MemberConfig]) -> PackedAdamW:

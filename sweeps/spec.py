@@ -29,7 +29,7 @@ from sweeps.search.capacity import make_ladder
 
 SECTIONS = ("model", "adapter", "task", "train")
 SEARCH_KINDS = ("grid", "capacity", "optuna")
-REPORT_KINDS = ("", "capacity", "rank_curve", "icl_curve")
+REPORT_KINDS = ("", "capacity", "rank_curve", "icl_curve", "accuracy_table", "retrieval")
 
 
 class SpecError(ValueError):
@@ -96,11 +96,16 @@ class SweepSpec:
     adapter: Dict[str, Any] = field(default_factory=dict)
     task: Dict[str, Any] = field(default_factory=dict)
     train: Dict[str, Any] = field(default_factory=dict)
-    axes: Dict[str, Any] = field(default_factory=dict)    # key -> list of values, or "LO..HI" (ints or dotted refs)
+    axes: Dict[str, Any] = field(default_factory=dict)    # key -> list of values, or "LO..HI" (ints or dotted refs);
+    # a bare section name ("model") is a section-valued axis: a list of mappings, each merged over that section
     seeds: int = 3
     search: SearchSpec = field(default_factory=SearchSpec)
     report: ReportSpec = field(default_factory=ReportSpec)
     execution: ExecutionSpec = field(default_factory=ExecutionSpec)
+    # named override sets: `ftsweep run X.yaml variant=gpu` applies variants["gpu"] ({dotted key: value}) before the
+    # command line's own overrides (which still win) — the paper-sized run of a CPU-sized sweep in one override
+    variants: Dict[str, Any] = field(default_factory=dict)
+    variant: str = ""
 
     # -- expansion ---------------------------------------------------------------------------------
     def base_dict(self) -> dict:
@@ -112,10 +117,15 @@ class SweepSpec:
         return [dict(zip(keys, vals)) for vals in itertools.product(*(self.axes[k] for k in keys))]
 
     def member_dict(self, point: dict[str, Any], seed: int) -> dict:
+        """The base sections with the point applied: section-valued axes first (their mapping's keys replace
+        the section's), then dotted axes (so `model.n_layer` varies inside every choice of `model`)."""
         d = self.base_dict()
-        for key, value in point.items():
-            section, fld = key.split(".", 1)
-            d[section][fld] = value
+        for key, value in sorted(point.items(), key=lambda kv: "." in kv[0]):
+            if "." in key:
+                section, fld = key.split(".", 1)
+                d[section][fld] = value
+            else:
+                d[key].update(copy.deepcopy(value))
         d["seed"] = seed
         return d
 
@@ -124,7 +134,13 @@ class SweepSpec:
 
 
 def group_label(point: dict[str, Any], exclude: tuple[str, ...] = ()) -> str:
-    return ",".join(f"{k}={v}" for k, v in point.items() if k not in exclude)
+    """'model.n_layer=2,task.dim=3'; a section-valued axis contributes one dotted item per key of its mapping."""
+    items = []
+    for k, v in point.items():
+        if k in exclude:
+            continue
+        items += [f"{k}.{f}={u}" for f, u in v.items()] if isinstance(v, dict) else [f"{k}={v}"]
+    return ",".join(items)
 
 
 def _fail(msg: str) -> None:
@@ -151,22 +167,53 @@ def _merge(data: dict, overrides: list[str]) -> SweepSpec:
     for o in overrides:
         if "=" not in o or o.startswith("="):
             _fail(f"override {o!r}: expected key=value")
+    chosen = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == "variant"]
+    rest = [o for o in overrides if o.split("=", 1)[0] != "variant"]
+    variant = _variant(data, chosen[-1] if chosen else data.get("variant") or "")
     try:
-        cfg = OmegaConf.merge(OmegaConf.structured(SweepSpec), OmegaConf.create(data), OmegaConf.from_dotlist(list(overrides)))
+        vcfg = OmegaConf.create({"variant": chosen[-1]} if chosen else {})
+        for key, value in variant.items():      # "axes.<axis key>": the axis key itself may hold a dot
+            if key.startswith("axes."):
+                OmegaConf.update(vcfg, "axes", {key[5:]: value}, merge=True, force_add=True)
+            else:
+                OmegaConf.update(vcfg, key, value, force_add=True)
+        cfg = OmegaConf.merge(OmegaConf.structured(SweepSpec), OmegaConf.create(data), vcfg, OmegaConf.from_dotlist(rest))
         spec = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or ""
         msg = str(e).splitlines()[0]
         _fail(f"{key}: {msg}" if key else msg)
-    _overrides_replace_axes(spec, [o.split("=", 1)[0] for o in overrides])
+    _overrides_replace_axes(spec, list(variant) + [o.split("=", 1)[0] for o in rest], data)
     _resolve_range_axes(spec)
     return spec
 
 
-def _overrides_replace_axes(spec: SweepSpec, keys: list[str]) -> None:
-    """`train.method=construction` on an axis pins the axis to that value; a list value replaces the axis."""
+def _variant(data: dict, name: str) -> dict:
+    """The {dotted key: value} override set of variant `name` ({} for none)."""
+    if not name:
+        return {}
+    variants = data.get("variants") or {}
+    if not isinstance(variants, dict) or name not in variants:
+        _fail(f"variant={name}: not a variant of this sweep; valid: {', '.join(map(str, variants)) or 'none defined'}")
+    chosen = variants[name]
+    if not isinstance(chosen, dict) or not all(isinstance(k, str) and "." in k for k in chosen):
+        _fail(f"variants.{name}: must map dotted keys (e.g. model.n_embd) to values")
+    return chosen
+
+
+def _overrides_replace_axes(spec: SweepSpec, keys: list[str], data: dict) -> None:
+    """`train.method=construction` on an axis pins the axis to that value; a list value replaces the axis.
+    An override of a field of a section-valued axis (`model.n_embd=256` with `axes: {model: [...]}`) sets
+    that field in every choice that has it (and in the base only if the spec's base section had it)."""
     for key in keys:
         section, _, fld = key.partition(".")
+        if section in spec.axes and fld and isinstance(spec.axes[section], list):
+            base = getattr(spec, section)
+            choices = [c for c in spec.axes[section] if isinstance(c, dict) and fld in c]
+            for choice in choices:
+                choice[fld] = copy.deepcopy(base[fld])
+            if choices and fld not in (data.get(section) or {}):
+                base.pop(fld)
         if key in spec.axes and section in SECTIONS:
             value = getattr(spec, section).pop(fld)
             spec.axes[key] = list(value) if isinstance(value, list) else [value]
@@ -258,10 +305,16 @@ def _check_search(spec: SweepSpec) -> None:
 def _check_axes(spec: SweepSpec) -> None:
     for key, values in spec.axes.items():
         section = key.split(".", 1)[0]
-        if section not in SECTIONS or "." not in key:
-            _fail(f"axes.{key}: axis keys are dotted fields of {', '.join(SECTIONS)} (e.g. task.n)")
+        if section not in SECTIONS:
+            _fail(f"axes.{key}: axis keys are dotted fields of {', '.join(SECTIONS)} (e.g. task.n) or a section "
+                  "name with a list of mappings (e.g. model: [{name: mamba}, {name: transformer}])")
         if not isinstance(values, list) or not values:
             _fail(f"axes.{key}: must be a non-empty list of values")
+        if "." not in key:
+            for i, v in enumerate(values):
+                if not isinstance(v, dict) or not v:
+                    _fail(f"axes.{key}[{i}]: a section-valued axis takes mappings of {key} fields "
+                          f"(e.g. {{name: ..., ...}}), got {v!r}")
 
 
 SECTION_REGISTRIES = {"model": MODELS, "adapter": ADAPTERS, "task": TASKS}

@@ -219,3 +219,47 @@ def test_block_init_independent_of_pack():
     b = TransformerBlock(generators([2], "b"), C, H)
     for p, q in zip(a.parameters(), b.parameters()):
         assert torch.equal(p[2], q[0])
+
+
+def test_loop_curriculum_schedule():
+    """b_s starts at T, grows by loop_inc every loop_interval steps, stops at b; interval 0 = always b."""
+    cfg = LoopedConfig(n_loops=10, loss_last=5, loop_inc=2, loop_interval=500)
+    assert [cfg.loops_at(s) for s in (0, 499, 500, 1000, 1499, 1500, 10**6)] == [5, 5, 7, 9, 9, 10, 10]
+    assert LoopedConfig(n_loops=4, loss_last=0, loop_interval=10).loops_at(0) == 1        # T = 0 starts at 1
+    assert LoopedConfig(n_loops=7, loop_interval=0).loops_at(0) == 7
+    with pytest.raises(ValueError, match="model.loop_interval"):
+        LoopedConfig(loop_interval=-1)
+
+
+def test_fit_uses_the_truncated_loop_loss():
+    """fit's training loss for the looped model = the mean over the last T iterations' task losses at b_s loops,
+    for a bare base and through the `full` adapter; other models keep loss(model(x))."""
+    from ftcore.adapters.base import build_adapter
+    from ftcore.fit import train_loss
+
+    class Task:   # a sequence task's loss: (E, B, T, 1) predictions, weights (E, B)
+        loss = staticmethod(lambda p, y, w: (w * (p - y).pow(2).mean((-1, -2))).sum(-1))
+
+    cfg = LoopedConfig(n_embd=C, n_layer=1, n_head=H, n_positions=P, n_loops=6, loss_last=2, loop_inc=1,
+                       loop_interval=3)
+    m, x = make("looped_transformer", seeds=(0, 1), cfg=cfg), xs(2)
+    y, w = torch.randn(2, 2, 7, OUT), torch.full((2, 2), 0.5)
+    for step, n in ((0, 2), (3, 3), (100, 6)):
+        want = torch.stack([Task.loss(p, y, w) for p in m.forward_loops(x, n_loops=n)[-2:]]).mean(0)
+        torch.testing.assert_close(train_loss(Task, m, x, y, w, step), want)
+    adapted = build_adapter([ftcore_full()] * 2, m, IN, OUT, generators([0, 1], "adapter"))
+    want = torch.stack([Task.loss(p, y, w) for p in m.forward_loops(x, n_loops=3)[-2:]]).mean(0)
+    torch.testing.assert_close(train_loss(Task, adapted, x, y, w, 3), want)
+    t = make("transformer")
+    torch.testing.assert_close(train_loss(Task, t, x[:1], y[:1], w[:1], 5), Task.loss(t(x[:1]), y[:1], w[:1]))
+
+
+def test_eval_loops_sets_the_default_forward():
+    cfg = LoopedConfig(n_embd=C, n_layer=1, n_head=H, n_positions=P, n_loops=3, eval_loops=7)
+    m, x = make("looped_transformer", cfg=cfg), xs(1)
+    torch.testing.assert_close(m(x), m.forward_loops(x, n_loops=7)[-1], rtol=0, atol=0)
+
+
+def ftcore_full():
+    from ftcore.adapters.delta import FullConfig
+    return FullConfig()

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from sweeps.spec import SpecError, load_spec, validate
+from sweeps.spec import REPORT_KINDS, SpecError, group_label, load_spec, validate
 
 SWEEPS = sorted((Path(__file__).parent.parent / "sweeps").glob("*.yaml"))
 
@@ -12,7 +12,9 @@ SWEEPS = sorted((Path(__file__).parent.parent / "sweeps").glob("*.yaml"))
 def test_every_shipped_sweep_validates(path):
     spec = load_spec(path)
     assert validate(spec)
-    assert spec.report.kind in ("capacity", "rank_curve", "icl_curve")
+    assert spec.report.kind in REPORT_KINDS[1:]
+    for name in spec.variants:                   # every documented variant (e.g. the GPU-sized run) validates too
+        assert validate(load_spec(path, [f"variant={name}"]))
 
 
 def test_shipped_sweeps_exist():
@@ -61,3 +63,68 @@ def test_ftc_mistakes_name_the_field(override, field):
     with pytest.raises(SpecError) as e:
         load_spec(SWEEPS[0].parent / "ftc_capacity.yaml", [override])
     assert str(e.value).startswith(field), str(e.value)
+
+
+SECTION_AXIS = """
+name: archs
+model: {n_embd: 16, n_layer: 1}
+task: {name: icl_regression, dim: 3, n_points: 5, batch_size: 4, n_eval: 4}
+adapter: {name: full}
+train: {steps: 2}
+axes:
+  model: [{name: transformer, n_head: 2, n_positions: 16}, {name: mamba, d_state: 4}]
+  model.n_layer: [1, 2]
+seeds: 1
+"""
+
+
+def _section_spec(tmp_path, overrides=()):
+    path = tmp_path / "archs.yaml"
+    path.write_text(SECTION_AXIS)
+    return load_spec(path, list(overrides))
+
+
+def test_section_valued_axis_builds_each_architecture(tmp_path):
+    spec = _section_spec(tmp_path)
+    members = validate(spec)
+    got = sorted((m.model.name, m.model.n_layer, m.model.n_embd) for m in members)
+    assert got == [("mamba", 1, 16), ("mamba", 2, 16), ("transformer", 1, 16), ("transformer", 2, 16)]
+    assert {type(m.model).__name__ for m in members} == {"TransformerConfig", "MambaConfig"}
+    labels = [group_label(p) for p in spec.grid_points()]
+    assert labels[0] == "model.name=transformer,model.n_head=2,model.n_positions=16,model.n_layer=1"
+    assert len(set(labels)) == 4
+
+
+def test_override_reaches_every_choice_of_a_section_axis(tmp_path):
+    spec = _section_spec(tmp_path, ["model.n_embd=32", "model.n_positions=64"])
+    members = validate(spec)
+    assert {m.model.n_embd for m in members} == {32}
+    assert {m.model.n_positions for m in members if m.model.name == "transformer"} == {64}
+    assert "n_positions" not in spec.model                 # not pushed onto mamba through the base section
+
+
+@pytest.mark.parametrize("axis", ["[transformer, mamba]", "[{}]", "{name: mamba}"])
+def test_section_axis_mistakes_are_one_line(tmp_path, axis):
+    path = tmp_path / "bad.yaml"
+    path.write_text(SECTION_AXIS.replace("  model: [{name: transformer, n_head: 2, n_positions: 16}, {name: mamba, d_state: 4}]",
+                                         f"  model: {axis}"))
+    with pytest.raises(SpecError, match=r"axes\.model"):
+        validate(load_spec(path))
+
+
+VARIANTS = SECTION_AXIS + """
+variants:
+  big: {model.n_embd: 64, train.steps: 7, "axes.model.n_layer": [3]}
+"""
+
+
+def test_variant_applies_its_overrides_and_the_command_line_wins(tmp_path):
+    path = tmp_path / "v.yaml"
+    path.write_text(VARIANTS)
+    assert load_spec(path).model["n_embd"] == 16
+    spec = load_spec(path, ["variant=big", "train.steps=9"])
+    assert spec.variant == "big" and spec.model["n_embd"] == 64 and spec.train["steps"] == 9
+    assert spec.axes["model.n_layer"] == [3]
+    assert {m.model.n_layer for m in validate(spec)} == {3}
+    with pytest.raises(SpecError, match="variant=nope: not a variant of this sweep; valid: big"):
+        load_spec(path, ["variant=nope"])

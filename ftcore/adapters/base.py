@@ -39,8 +39,10 @@ class Adapter(nn.Module):
     def output(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return y
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (E, B, in) -> (E, B, out)."""
+    def forward(self, x: torch.Tensor, **kw) -> torch.Tensor:
+        """x (E, B, in) -> (E, B, out). Bases with per-layer hooks take no training keywords."""
+        if kw:
+            raise TypeError(f"adapter '{self.registry_name}' passes no keywords to its base (got {sorted(kw)})")
         if self.touches_base:
             return self.output(x, self.base(x, linear=self.linear))
         return self.output(x, self.frozen_output(x))

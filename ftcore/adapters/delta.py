@@ -78,11 +78,12 @@ class Full(DeltaAdapter):
     def weight_layers(self):
         return list(range(self.base.depth))
 
-    def forward(self, x):
+    def forward(self, x, **kw):
+        """kw (e.g. the looped model's n_loops / keep_last, from `train_kwargs`) go to the base's forward."""
         if not self.generic:
-            return super().forward(x)
+            return super().forward(x, **kw)
         params = {n: p + self.deltas[_key(n)] for n, p in self.base.named_parameters()}
-        return torch.func.functional_call(self.base, params, (x,))
+        return torch.func.functional_call(self.base, params, (x,), kw)
 
     def delta_weight(self, l):
         return None if self.generic else super().delta_weight(l)

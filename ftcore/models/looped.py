@@ -9,10 +9,17 @@ Papailiopoulos, ICLR 2024; papers.md §4; code Leiay/looped_transformer `Transfo
 With `input_injection: false` the prompt enters once: Y_1 = M(P), Y_{t+1} = M(Y_t) (an ablation; the paper
 injects). The same weights serve every iteration, so the parameter count does not depend on `n_loops`.
 
-Training (papers.md §4(b)): b_t loops (curriculum up to `n_loops` = b), loss = MSE averaged over the
-predictions of the last T = `loss_last` iterations; iterations before b_t − T run without gradient
-(`forward_loops(x, n, keep_last=T)`). `loss_last: 0` means all iterations. Paper (b, T): LR (20, 15),
-sparse LR (20, 10), decision tree (70, 15), ReLU-2NN (12, 5).
+Training (papers.md §4(b); code scripts/train.py `train_step`): at step s the model runs
+
+    b_s = min(max(T, 1) + loop_inc · ⌊s / loop_interval⌋, b)       (loop curriculum; loop_interval 0: b_s = b)
+
+iterations and the loss is the task's loss averaged over the predictions of the last T = `loss_last`
+iterations; iterations before b_s − T run without gradient (`horizon_start = max(0, n_loops −
+n_loop_window)`). `train_kwargs(step)` hands fit() exactly that ({n_loops: b_s, keep_last: T}); fit calls
+model(x, **kw) and averages task.loss over the returned list. `loss_last: 0` means all iterations.
+Paper (b, T): LR (20, 15), sparse LR (20, 10), decision tree (70, 15), ReLU-2NN (12, 5); curriculum +2
+loops every 500 steps. Evaluation runs `eval_loops` iterations (0 = b; the paper evaluates 500: the
+looped model settles on a fixed point) and scores the last.
 
 Init and draw order on gens[e] as in `transformer`: read_in.weight, wpe, blocks, read_out.weight.
 """
@@ -35,6 +42,9 @@ class LoopedConfig(TransformerConfig):
     n_layer: int = 1
     n_loops: int = 12          # b: iterations at the end of the loop curriculum (and by default in forward)
     loss_last: int = 0         # T: loss over the last T iterations; 0 = all
+    loop_inc: int = 2          # loop curriculum: +loop_inc iterations ...
+    loop_interval: int = 500   # ... every loop_interval steps, from max(T, 1) up to b; 0 = always b
+    eval_loops: int = 0        # iterations at evaluation (forward without n_loops); 0 = n_loops
     input_injection: bool = True
 
     def __post_init__(self):
@@ -42,6 +52,15 @@ class LoopedConfig(TransformerConfig):
         check(self.n_loops >= 1, "model.n_loops", ">= 1", self.n_loops)
         check(0 <= self.loss_last <= self.n_loops, "model.loss_last", f"in [0, model.n_loops={self.n_loops}]",
               self.loss_last)
+        check(self.loop_inc >= 0, "model.loop_inc", ">= 0", self.loop_inc)
+        check(self.loop_interval >= 0, "model.loop_interval", ">= 0 (0 = no loop curriculum)", self.loop_interval)
+        check(self.eval_loops >= 0, "model.eval_loops", ">= 0 (0 = model.n_loops)", self.eval_loops)
+
+    def loops_at(self, step: int) -> int:
+        """b_s: iterations at training step `step` (a pure function of the step)."""
+        if self.loop_interval == 0:
+            return self.n_loops
+        return min(max(self.loss_last, 1) + self.loop_inc * (step // self.loop_interval), self.n_loops)
 
 
 @MODELS.register("looped_transformer")
@@ -61,11 +80,19 @@ class PackedLoopedTransformer(PackedTransformer):
         start = 0 if not keep_last else max(0, n - keep_last)
         return self._iterate(x, n, grad_from=start, out_from=start)
 
-    def forward(self, x: torch.Tensor, n_loops: int | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, n_loops: int | None = None, keep_last: int | None = None):
         """x (E, B, T, in_dim) -> (E, B, T, out_dim): the prediction after the last iteration (gradient
-        flows through every iteration)."""
-        n = self._n(n_loops)
+        flows through every iteration; n_loops default cfg.eval_loops or cfg.n_loops). With keep_last set
+        (training, via `train_kwargs`): the list `forward_loops(x, n_loops, keep_last)`."""
+        if keep_last is not None:
+            return self.forward_loops(x, n_loops, keep_last)
+        n = self._n(n_loops if n_loops is not None else (self.cfg.eval_loops or None))
         return self._iterate(x, n, grad_from=0, out_from=n - 1)[-1]
+
+    def train_kwargs(self, step: int) -> dict:
+        """What fit() passes to forward at training step `step`: b_s iterations, loss over the last T."""
+        n = self.cfg.loops_at(step)
+        return {"n_loops": n, "keep_last": self.cfg.loss_last or n}
 
     def _n(self, n_loops: int | None) -> int:
         n = self.cfg.n_loops if n_loops is None else n_loops
