@@ -8,6 +8,7 @@ trial replaces its own part) and its TensorBoard run. The rows are returned for 
 from __future__ import annotations
 
 import math
+import os
 import platform
 import time
 from pathlib import Path
@@ -42,10 +43,28 @@ def record_head(payload: dict, member, sweep_meta: dict, trial_id: str) -> dict:
             "schema_version": SCHEMA_VERSION}
 
 
-def run_pack(pack: list[dict], sweep_meta: dict, trial_id: str, device: str = "cpu") -> tuple[list[dict], list[dict]]:
+PROGRESS_EVERY_S = float(os.environ.get("FTCORE_PROGRESS_S", 30))   # in-trial progress at most this often
+
+
+def throttled(progress, where: dict, steps: int, every_s: float = PROGRESS_EVERY_S):
+    """fit's report(step, info) -> progress({**where, step, steps, active, of}) at most every `every_s` s."""
+    if progress is None:
+        return None
+    last = [time.monotonic()]
+
+    def report(step: int, info: dict) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every_s and 0 < step < steps:
+            last[0] = now
+            progress({**where, "step": step, "steps": steps, "active": info["active"], "of": info["of"], "n_runs": 0})
+    return report
+
+
+def run_pack(pack: list[dict], sweep_meta: dict, trial_id: str, device: str = "cpu",
+             report=None) -> tuple[list[dict], list[dict]]:
     members = [member_from_dict(p["config"]) for p in pack]
     t0 = time.perf_counter()
-    results = ftcore.fit(members, device=device)
+    results = ftcore.fit(members, report=report, device=device)
     wall = time.perf_counter() - t0
     env = {"kernels_impl": impl_for(device), "device": device, "node": platform.node(), **_versions()}
     runs, curves = [], []
@@ -68,11 +87,15 @@ def split_for_memory(pack: list[dict], budget_bytes: float | None) -> list[list[
 
 
 def execute_trial(packs: list[list[dict]], out_dir: str, trial_id: str, sweep_meta: dict,
-                  device: str = "cpu", budget_bytes: float | None = None) -> list[dict]:
-    """Train a trial's packs one after another on `device`, each cut to fit `budget_bytes`; write the records."""
+                  device: str = "cpu", budget_bytes: float | None = None, progress=None) -> list[dict]:
+    """Train a trial's packs one after another on `device`, each cut to fit `budget_bytes`; write the records.
+    `progress(dict)`, if given, hears where a long pack is (throttled: `throttled`)."""
     runs, curves = [], []
-    for pack in (part for pack in packs for part in split_for_memory(pack, budget_bytes)):
-        r, c = run_pack(pack, sweep_meta, trial_id, device)
+    parts = [part for pack in packs for part in split_for_memory(pack, budget_bytes)]
+    for i, pack in enumerate(parts):
+        steps = member_from_dict(pack[0]["config"]).train.steps
+        report = throttled(progress, {"pack": i + 1, "packs": len(parts)}, steps)
+        r, c = run_pack(pack, sweep_meta, trial_id, device, report)
         runs += r
         curves += c
     ResultSink(out_dir).write_pack(trial_id, runs, curves)

@@ -97,6 +97,12 @@ class PackSearcher(Searcher):
                 "threads": ex.cpus_per_trial, "gpus": ex.gpus_per_trial, "memory_fraction": ex.memory_fraction,
                 "budget_bytes": self.budget_bytes, "sweep_meta": self.meta}
 
+    def on_trial_result(self, trial_id, result):
+        """A progress report from inside a long trial (sweeps/execute.py `throttled`)."""
+        if "step" in result and "rows" not in result:
+            self.progress(f"  trial {trial_id}: pack {result['pack']}/{result['packs']} at step {result['step']}/"
+                          f"{result['steps']}, {result['active']}/{result['of']} members training | {self._elapsed()}")
+
     def on_trial_complete(self, trial_id, result=None, error=False):
         packs = self.outstanding.pop(trial_id, None)
         if packs is None:

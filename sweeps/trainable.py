@@ -12,7 +12,9 @@ Two workers (`execution.worker`):
   `TuneReportCallback` (the Train V2 + Tune pattern, Ray ≥ 2.43). For clusters where trials should get
   Train's worker placement and failure handling; not the deprecated `Tuner(trainer)`.
 
-Either way a trial reports once, with all its member rows (not per member-step: DESIGN.md §6).
+Either way a trial's result is one report with all its member rows (not per member-step: DESIGN.md §6);
+before it, a long pack sends a small progress report (step, active members) at most every
+FTCORE_PROGRESS_S seconds (30), which the driver prints.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import ray.tune
 DRIVER_CPU = 0.01
 
 
-def _train_packs(config: dict, trial_id: str) -> dict:
+def _train_packs(config: dict, trial_id: str, progress=None) -> dict:
     import torch
 
     from sweeps.execute import execute_trial
@@ -35,18 +37,18 @@ def _train_packs(config: dict, trial_id: str) -> dict:
         total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
         budget = config["memory_fraction"] * min(gpus, 1.0) * total
     rows = execute_trial(config["packs"], config["out"], trial_id, config["sweep_meta"], device=device,
-                         budget_bytes=budget)
+                         budget_bytes=budget, progress=progress)
     return {"rows": json.dumps(rows, default=str), "n_runs": len(rows)}
 
 
 def pack_trial(config: dict) -> None:
     """`execution.worker: tune` — the Tune trial trains its packs itself."""
-    ray.tune.report(_train_packs(config, ray.tune.get_context().get_trial_id()))
+    ray.tune.report(_train_packs(config, ray.tune.get_context().get_trial_id(), ray.tune.report))
 
 
 def pack_worker(config: dict) -> None:
     """`execution.worker: train` — runs inside the Ray Train worker process."""
-    ray.train.report(_train_packs(config, config["trial_id"]))
+    ray.train.report(_train_packs(config, config["trial_id"], ray.train.report))
 
 
 def pack_driver(config: dict) -> None:

@@ -118,3 +118,41 @@ def test_train_worker_runs_packs_in_ray_train(tmp_path):
     assert len(train) == len(tune) == 4 and by_id.keys() == {r["run_id"] for r in train}
     for r in train:
         assert r["status"] == "ok" and math.isclose(r["fit/max_err"], by_id[r["run_id"]]["fit/max_err"], rel_tol=1e-6)
+
+
+TINY_ARCHS = """
+name: tiny_archs
+model:   {n_embd: 8, n_head: 2, n_positions: 10}
+task:    {name: icl_regression, dim: 2, n_points: 5, batch_size: 8, n_eval: 16}
+adapter: {name: full}
+train:   {steps: 60, lr: 1.0e-3, early_stop: false, eval_every: 20}
+axes:
+  model:
+    - {name: looped_transformer, n_layer: 1, n_loops: 3, loss_last: 2, loop_interval: 10}
+    - {name: transformer, n_layer: 2}
+seeds: 2
+report: {kind: icl_curve, curve_by: [model.name]}
+variants:
+  longer: {train.steps: 80}
+"""
+
+
+def test_architectures_in_one_sweep_with_in_trial_progress(tmp_path):
+    """A section-valued axis (looped vs standard transformer) through Ray, a named variant, the looped
+    training hook in the workers, and progress lines from inside trials (FTCORE_PROGRESS_S=0)."""
+    import os
+    spec = tmp_path / "archs.yaml"
+    spec.write_text(TINY_ARCHS)
+    out = tmp_path / "out"
+    env = {**os.environ, "FTCORE_PROGRESS_S": "0"}
+    r = subprocess.run([sys.executable, "-m", "sweeps.cli", "run", str(spec), "variant=longer", "--out", str(out)],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=900, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "at step 20/80" in r.stdout and "members training" in r.stdout
+    runs = read_dataset(out / "runs").to_pandas()
+    assert sorted(runs["model.name"]) == ["looped_transformer"] * 2 + ["transformer"] * 2
+    assert set(runs["train.steps"]) == {80} and set(runs.status) == {"ok"}
+    looped = runs[runs["model.name"] == "looped_transformer"]
+    assert set(looped["model.loss_last"]) == {2} and looped["model.n_head"].notna().all()
+    assert "nse/model/k04" in runs.columns
+    assert "model.name=looped_transformer" in (out / "report" / "report.md").read_text()
