@@ -3,14 +3,29 @@ in-context examples k per model, with the baselines computed on the same prompts
 2022 Fig. 2; papers.md §0.1, §4).
 
 Rows carry `nse/<who>/kNN` — the normalised squared error of `<who>` (`model`, or a baseline such as
-`least_squares`) at in-context position k, averaged over the member's evaluation prompts. Per curve
-(`report.curve_by`, e.g. model.name) and k: the mean over seeds with a seed-bootstrap 95% band. The
-baselines do not depend on the model, so each is pooled over every row of the sweep.
+`least_squares` or the closed-form `bayes` predictor) at in-context position k, averaged over the member's
+evaluation prompts. Per curve (`report.curve_by`, e.g. model.name) and k: the mean over seeds with a
+seed-bootstrap 95% band. The baselines do not depend on the model, so each is pooled over the rows that
+share the `task.*` columns of `report.curve_by` (over every row when it names none); they depend on the
+task (a δ axis changes the Bayes predictor), so one baseline curve per task value. Optional
+`nse_long/<who>/kN` columns (a closed-form curve over a longer k range than the model's context, e.g.
+`dual_modes`'s Bayes risk up to k = 4096) get the same treatment in a second table.
+
+Early ascent (Lin & Lee 2024, papers.md §7c): every curve gets a shape statement. With b the k of the
+largest mean, a the k of the smallest mean at k ≤ b and e the smallest at k ≥ b, the curve *rises* when
+b > a and m_b − m_a exceeds a noise threshold, and *falls* when e > b and m_b − m_e does; "early ascent" =
+rises then falls. The threshold is z·SE of a paired difference, SE from the runs' two-way residual spread
+pooled over every k, z Bonferroni-corrected for the K(K−1) pairs the search could pick (`shape`). Why not
+the per-k bootstrap bands shown in the table: with 3 seeds their coverage is far below 95% and the max/min
+search exploits it — a flat curve with noise was called "early ascent" in 12 of 40 synthetic trials by the
+non-overlapping-bands rule, 0 of 40 by this one (tests/test_analysis_icl.py). Fewer than 2 complete runs:
+no noise estimate, nothing counts as beyond noise.
 """
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -20,14 +35,16 @@ from analysis.markdown import FLAG, Section, num, table
 from analysis.meta import SweepMeta, canon, label, require
 
 COLUMN = re.compile(r"^nse/(?P<who>[A-Za-z0-9_]+)/k(?P<k>\d+)$")
+LONG = re.compile(r"^nse_long/(?P<who>[A-Za-z0-9_]+)/k(?P<k>\d+)$")
 MODEL = "model"
+BAYES = "bayes"
 
 
-def nse_columns(runs: pd.DataFrame) -> dict[str, dict[int, str]]:
+def nse_columns(runs: pd.DataFrame, pattern: re.Pattern = COLUMN) -> dict[str, dict[int, str]]:
     """who -> {k: column}."""
     out: dict[str, dict[int, str]] = {}
     for c in runs.columns:
-        m = COLUMN.match(str(c))
+        m = pattern.match(str(c))
         if m:
             out.setdefault(m["who"], {})[int(m["k"])] = c
     return out
@@ -42,24 +59,98 @@ def mean_band(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> tupl
     return float(v.mean()), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
 
 
-def curves(runs: pd.DataFrame, curve_by: list[str], *, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-    """Long table: curve, who, k, mean, lo, hi, n (seeds)."""
-    cols, rng, rows = nse_columns(runs), np.random.default_rng(seed), []
-    groups = runs.groupby([runs[c].map(canon) for c in curve_by], sort=True) if curve_by else [((), runs)]
-    for _, sub in groups:
-        name = label(curve_by, [sub.iloc[0][c] for c in curve_by]) or "all"
-        for k, col in sorted(cols.get(MODEL, {}).items()):
-            vals = pd.to_numeric(sub[col], errors="coerce").to_numpy(float)
-            rows.append({"curve": name, "who": MODEL, "k": k, "n": int(np.isfinite(vals).sum()),
-                         **dict(zip(("mean", "lo", "hi"), mean_band(vals, n_boot, rng)))})
-    for who, by_k in sorted(cols.items()):
-        if who == MODEL:
-            continue
+def _groups(runs: pd.DataFrame, cols: list[str]):
+    """(label, rows) per distinct value of `cols` (one group labelled '' when cols is empty)."""
+    if not cols:
+        return [("", runs)]
+    return [(label(cols, [sub.iloc[0][c] for c in cols]), sub)
+            for _, sub in runs.groupby([runs[c].map(canon) for c in cols], sort=True)]
+
+
+def curves(runs: pd.DataFrame, curve_by: list[str], *, n_boot: int = 1000, seed: int = 0,
+           pattern: re.Pattern = COLUMN) -> pd.DataFrame:
+    """Long table: curve, who, task (label of the curve's task.* columns), k, mean, lo, hi, n (seeds)."""
+    cols, rng, rows = nse_columns(runs, pattern), np.random.default_rng(seed), []
+    task_by = [c for c in curve_by if c.startswith("task.")]
+
+    def add(curve, who, task, sub, by_k):
         for k, col in sorted(by_k.items()):
-            vals = pd.to_numeric(runs[col], errors="coerce").to_numpy(float)
-            rows.append({"curve": who, "who": who, "k": k, "n": int(np.isfinite(vals).sum()),
-                         **dict(zip(("mean", "lo", "hi"), mean_band(vals, n_boot, rng)))})
+            vals = pd.to_numeric(sub[col], errors="coerce").to_numpy(float)
+            rows.append({"curve": curve, "who": who, "task": task, "k": k, "n": int(np.isfinite(vals).sum()),
+                         **dict(zip(("mean", "lo", "hi"), mean_band(vals, n_boot, rng))),
+                         "runs": tuple(vals)})                   # per row, same row order at every k (paired)
+
+    for name, sub in _groups(runs, curve_by):
+        add(name or "all", MODEL, label(task_by, [sub.iloc[0][c] for c in task_by]), sub, cols.get(MODEL, {}))
+    for who, by_k in sorted(cols.items()):
+        if who != MODEL:
+            for task, sub in _groups(runs, task_by):
+                add(f"{who} ({task})" if task else who, who, task, sub, by_k)
     return pd.DataFrame(rows)
+
+
+def pooled_se(runs: np.ndarray) -> float:
+    """SE of a paired difference of two k-means, m_i − m_j, from a (K, n) matrix of per-run values: two-way
+    residuals r = v − (k mean) − (run offset) give σ² = Σr² / ((K−1)(n−1)) and SE = σ √(2/n). NaN when n < 2
+    or any value is missing (runs that skip a k are not paired)."""
+    K, n = runs.shape
+    if n < 2 or K < 2 or not np.isfinite(runs).all():
+        return float("nan")
+    r = runs - runs.mean(1, keepdims=True) - runs.mean(0, keepdims=True) + runs.mean()
+    return float(np.sqrt((r ** 2).sum() / ((K - 1) * (n - 1)) * 2 / n))
+
+
+def shape(sub: pd.DataFrame, alpha: float = 0.05) -> tuple[str, bool]:
+    """(statement, early ascent?) for one curve's rows (k, mean, n, runs); see the module docstring.
+
+    A rise a → b (or fall b → e) is beyond noise when m_b − m_a > z · SE, SE from `pooled_se`, z the normal
+    quantile at 1 − α / (K(K−1)) (Bonferroni over the ordered pairs the max/min search could have picked)."""
+    c = sub.sort_values("k").reset_index(drop=True)
+    c = c[np.isfinite(c["mean"].to_numpy(float))].reset_index(drop=True)
+    if c.empty:
+        return "no finite values", False
+    k, m = c["k"].to_numpy(float), c["mean"].to_numpy(float)
+    K = len(k)
+    b = int(m.argmax())
+    a = int(m[: b + 1].argmin())
+    e = b + int(m[b:].argmin())
+    se = pooled_se(np.array([list(r) for r in c["runs"]], float))                   # (K, n) -> scalar
+    z = NormalDist().inv_cdf(1 - alpha / max(K * (K - 1), 1))
+    banded = np.isfinite(se)
+    rises = b > a and banded and m[b] - m[a] > z * se
+    falls = e > b and banded and m[b] - m[e] > z * se
+
+    def at(i):
+        return f"k={int(k[i])} ({num(m[i])})"
+    margin = f" [noise threshold {num(z * se)}]" if banded else ""
+    if rises and falls:
+        return f"early ascent: rises from {at(a)} to a peak at {at(b)}, then falls to {at(e)}{margin}", True
+    if rises:
+        return f"rises from {at(a)} to {at(b)}; no fall beyond noise by k={int(k[-1])} ({num(m[-1])}){margin}", False
+    note = margin if banded else " (fewer than 2 complete runs: no noise estimate, nothing counts as beyond noise)"
+    if b > a:
+        note = f"; its largest rise, {at(a)} to {at(b)}, is within noise" + note
+    first_fall = int(m.argmin())
+    if falls or (b == 0 and first_fall > 0 and banded and m[0] - m[first_fall] > z * se):
+        return f"no early ascent: falls from {at(b)} to {at(e)}{note}", False
+    return f"no early ascent, no change beyond noise: {at(0)} … {at(K - 1)}{note}", False
+
+
+def shape_lines(tab: pd.DataFrame) -> list[str]:
+    """One bullet per curve, then a flag per model curve that misses the early ascent its task's Bayes curve has."""
+    lines, bayes_up, missed = [], {}, []
+    for (curve, who), sub in tab.groupby(["curve", "who"], sort=True):
+        text, up = shape(sub)
+        lines.append(f"- `{curve}`: {text}")
+        if who == BAYES:
+            bayes_up[sub["task"].iloc[0]] = up
+        elif who == MODEL and not up:
+            missed.append((curve, sub["task"].iloc[0]))
+    for curve, task in missed:
+        if bayes_up.get(task):
+            lines.append(f"- {FLAG} `{curve}`: the Bayes curve of its task shows early ascent and this model "
+                         "curve does not (the published effect does not show at this scale).")
+    return lines
 
 
 def plot(tab: pd.DataFrame, dim: float | None, path: Path) -> Path:
@@ -69,9 +160,9 @@ def plot(tab: pd.DataFrame, dim: float | None, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for (curve, who), sub in tab.groupby(["curve", "who"], sort=True):
         style = "-" if who == MODEL else "--"
-        ax.plot(sub["k"], sub["mean"], style, label=curve, lw=1.6 if who == MODEL else 1.0)
+        (line,) = ax.plot(sub["k"], sub["mean"], style, label=curve, lw=1.6 if who == MODEL else 1.0)
         if who == MODEL:
-            ax.fill_between(sub["k"], sub["lo"], sub["hi"], alpha=0.2)
+            ax.fill_between(sub["k"], sub["lo"], sub["hi"], color=line.get_color(), alpha=0.2)
     if dim:
         ax.axvline(dim, color="grey", lw=0.8, ls=":", label=f"k = d = {num(dim)}")
     ax.set_xlabel("in-context examples k")
@@ -83,6 +174,37 @@ def plot(tab: pd.DataFrame, dim: float | None, path: Path) -> Path:
         return save_figure(fig, path)
     finally:
         plt.close(fig)
+
+
+def comparison(runs: pd.DataFrame, tab: pd.DataFrame, curve_by: list[str], k_ref: int) -> tuple[list[dict], str]:
+    """Model curves side by side at k = k_ref: parameters (median n_trainable), error [band], and both as
+    ratios to the curve with the lowest error (papers.md §4(d): looped vs standard, error ratio at k = 2d
+    against the parameter ratio). -> (table rows, one sentence)."""
+    at = tab[(tab["who"] == MODEL) & (tab["k"] == k_ref)].set_index("curve")
+    if len(at) < 2 or not at["mean"].notna().any():
+        return [], ""
+    params = {name: float(pd.to_numeric(sub["n_trainable"], errors="coerce").median())
+              for name, sub in _groups(runs, curve_by)} if "n_trainable" in runs.columns else {}
+    best = at["mean"].idxmin()
+    floor = at.at[best, "mean"] if at.at[best, "mean"] > 0 else float("nan")    # a ratio to ~0 means nothing
+    rows = [{"curve": c, "params": num(params.get(c, float("nan"))),
+             "err": f"{num(r['mean'])} [{num(r['lo'])}, {num(r['hi'])}]",
+             "err_ratio": num(r["mean"] / floor),
+             "param_ratio": num(params.get(c, float("nan")) / params.get(best, float("nan")))}
+            for c, r in at.iterrows()]
+    worst = at["mean"].idxmax()
+    sentence = (f"At k = {k_ref}, {best} has the lowest error; {worst}'s is {num(at.at[worst, 'mean'] / floor)}× "
+                f"that with {num(params.get(worst, float('nan')) / params.get(best, float('nan')))}× the parameters.")
+    return rows, sentence
+
+
+def _comparison_md(runs, tab, curve_by, k_ref) -> list[str]:
+    rows, sentence = comparison(runs, tab, curve_by, k_ref)
+    if not rows:
+        return []
+    cols = [("curve", "curve"), ("params", "parameters"), ("err", f"error at k={k_ref} [95% band]"),
+            ("err_ratio", "error / best"), ("param_ratio", "parameters / best's")]
+    return [f"Models compared at k = {k_ref} (2d, or the last position):", "", table(rows, cols), "", sentence, ""]
 
 
 def icl_section(runs: pd.DataFrame, meta: SweepMeta, outdir: Path, *, figure_name: str = "icl_curve.png",
@@ -99,7 +221,10 @@ def icl_section(runs: pd.DataFrame, meta: SweepMeta, outdir: Path, *, figure_nam
     dim = dims[0] if len(dims) == 1 else None
     fig = plot(tab, dim, outdir / figure_name)
     K = int(tab["k"].max()) + 1
-    picks = sorted({0, *(int(x) for x in ([dim / 2, dim - 1, dim, 2 * dim] if dim else [])), K - 1} & set(range(K)))
+    peaks = {int(sub.loc[sub["mean"].idxmax(), "k"]) for _, sub in tab[tab["who"] == BAYES].groupby("curve")
+             if sub["mean"].notna().any()}
+    picks = sorted({0, *(int(x) for x in ([dim / 2, dim - 1, dim, 2 * dim] if dim else [])), *sorted(peaks)[:3],
+                    K - 1} & set(range(K)))
     rows = []
     for (curve, who), sub in tab.groupby(["curve", "who"], sort=True):
         by_k = sub.set_index("k")
@@ -109,5 +234,16 @@ def icl_section(runs: pd.DataFrame, meta: SweepMeta, outdir: Path, *, figure_nam
     md = [("Normalised squared error vs in-context examples k (mean over seeds; model curves with a "
            "seed-bootstrap 95% band; baselines on the same evaluation prompts, dashed)."), "",
           table(rows, [("curve", "curve"), ("n", "seeds")] + [(f"k{k}", f"k={k}") for k in picks]), "",
-          f"![error vs k]({fig.name})", ""]
+          *_comparison_md(ok, tab, list(meta.curve_by), min(int(2 * dim), K - 1) if dim else K - 1),
+          ("Shape of each curve (early ascent: papers.md §7c; a rise or fall counts when it beats a noise "
+           "threshold from the seeds' spread, corrected for picking the peak; see analysis/icl_report.py):"), "",
+          *shape_lines(tab), "", f"![error vs k]({fig.name})", ""]
+    long = curves(ok, list(meta.curve_by), n_boot=n_boot, seed=seed, pattern=LONG)
+    if not long.empty:
+        ks = sorted(long["k"].unique())
+        rows = [{"curve": curve, **{f"k{k}": num(v) for k, v in zip(sub["k"], sub["mean"])}}
+                for curve, sub in long.groupby("curve", sort=True)]
+        md += ["Closed-form curves past the model's context (`nse_long/*`, mean over seeds):", "",
+               table(rows, [("curve", "curve")] + [(f"k{k}", f"k={k}") for k in ks]), "",
+               *shape_lines(long), ""]
     return Section("\n".join(md), figures=[fig])

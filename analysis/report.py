@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.accuracy_report import accuracy_section
 from analysis.atomic import atomic_write
 from analysis.capacity_report import capacity_section
 from analysis.icl_report import icl_section
@@ -27,6 +28,7 @@ from analysis.load import read_runs
 from analysis.markdown import FLAG, Section
 from analysis.meta import SweepMeta
 from analysis.rank_report import rank_section
+from analysis.retrieval_report import retrieval_section
 
 STATUSES = ("ok", "diverged", "failed")
 
@@ -69,6 +71,10 @@ def sweep_section(runs: pd.DataFrame, outdir: Path, *, n_boot: int, seed: int) -
             sec = rank_section(runs, meta, outdir, figure_name=f"{_slug(name)}_rank_curve.png")
         elif kind == "icl_curve":
             sec = icl_section(runs, meta, outdir, figure_name=f"{_slug(name)}_icl_curve.png", n_boot=n_boot, seed=seed)
+        elif kind == "accuracy_table":
+            sec = accuracy_section(runs, meta, outdir, figure_name=f"{_slug(name)}_accuracy.png", n_boot=n_boot, seed=seed)
+        elif kind == "retrieval":
+            sec = retrieval_section(runs, meta, outdir, figure_name=f"{_slug(name)}_retrieval.png", n_boot=n_boot, seed=seed)
         else:
             sec = Section(f"No report for report.kind = {kind!r} (known: capacity, rank_curve, icl_curve); counts only.\n")
     except ValueError as e:

@@ -272,7 +272,7 @@ def _check_search(spec: SweepSpec) -> None:
     if s.kind not in SEARCH_KINDS:
         _fail(f"search.kind: must be one of {', '.join(SEARCH_KINDS)} (got {s.kind!r})")
     if spec.report.kind not in REPORT_KINDS:
-        _fail(f"report.kind: must be one of capacity, rank_curve, icl_curve or empty (got {spec.report.kind!r})")
+        _fail(f"report.kind: must be one of {', '.join(REPORT_KINDS[1:])} or empty (got {spec.report.kind!r})")
     if spec.seeds < 1:
         _fail(f"seeds: must be >= 1 (got {spec.seeds})")
     _check_execution(spec.execution)

@@ -34,10 +34,12 @@ __all__ = [
     "Prompts",
     "bayes_posterior",
     "bayes_predict",
+    "bayes_prefix_predict",
     "bayes_risk_curve",
     "early_ascent_prior",
     "early_ascent_task",
     "regular4_prior",
+    "regular4_task",
     "sample_prompts",
     "sample_task_prompts",
 ]
@@ -132,11 +134,11 @@ def sample_task_prompts(gen: torch.Generator, n_prompts: int, k: int, mu: torch.
                    mu.clone(), w.clone())
 
 
-def _posterior_from_stats(sx: torch.Tensor, n_x: int, xtx: torch.Tensor, xty: torch.Tensor,
+def _posterior_from_stats(sx: torch.Tensor, n_x: int | torch.Tensor, xtx: torch.Tensor, xty: torch.Tensor,
                           prior: MixturePrior) -> tuple[torch.Tensor, torch.Tensor]:
     """Group posterior π̃ (P, M) and per-group posterior means w̃ (P, M, d) from sufficient statistics.
 
-    sx = Σ_{i≤k+1} x_i (P, d); n_x = k+1; xtx = Σ_{i≤k} x_i x_iᵀ (P, d, d); xty = Σ_{i≤k} y_i x_i (P, d).
+    sx = Σ_{i≤k+1} x_i (P, d); n_x = k+1 (an int, or a (P, 1) tensor when k varies by row); xtx = Σ_{i≤k} x_i x_iᵀ (P, d, d); xty = Σ_{i≤k} y_i x_i (P, d).
     """
     dm, dw = prior.delta_mu, prior.delta_w
     mu_c, w_c = prior.mu_centres, prior.w_centres                              # (M, d)
@@ -169,6 +171,26 @@ def bayes_predict(xs: torch.Tensor, ys: torch.Tensor, x_query: torch.Tensor,
     post, w_post = bayes_posterior(xs, ys, x_query, prior)
     per_group = torch.einsum("pmd,pd->pm", w_post, x_query.to(torch.float64))  # (P, M)
     return (post * per_group).sum(-1)
+
+
+def bayes_prefix_predict(xs: torch.Tensor, ys: torch.Tensor,
+                         prior: MixturePrior) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bayes prediction at every position of Garg-style prompts xs (P, K, d), ys (P, K): ŷ_k uses the k
+    pairs before position k and x_k as the query (k = 0 … K−1), as the model sees them. Returns
+    (ŷ (P, K), group posterior π̃ (P, K, M)), float64; equal to `bayes_predict` on each prefix."""
+    xs = xs.to(torch.float64)
+    ys = ys.to(torch.float64)
+    p, K, d = xs.shape
+    outer = xs[..., :, None] * xs[..., None, :]                                # (P, K, d, d)
+    xtx = torch.cumsum(outer, 1) - outer                                       # Σ_{i<k} x_i x_iᵀ
+    xy = xs * ys[..., None]                                                    # (P, K, d)
+    xty = torch.cumsum(xy, 1) - xy                                             # Σ_{i<k} y_i x_i
+    sx = torch.cumsum(xs, 1)                                                   # Σ_{i≤k} x_i (query included)
+    n_x = torch.arange(1, K + 1, dtype=torch.float64).repeat(p)[:, None]      # (P·K, 1) = k + 1
+    post, w_post = _posterior_from_stats(sx.reshape(-1, d), n_x, xtx.reshape(-1, d, d), xty.reshape(-1, d),
+                                         prior)                                # (P·K, M), (P·K, M, d)
+    pred = (post * torch.einsum("nmd,nd->nm", w_post, xs.reshape(-1, d))).sum(-1)
+    return pred.reshape(p, K), post.reshape(p, K, -1)
 
 
 def bayes_risk_curve(gen: torch.Generator, prior: MixturePrior, ks: list[int], n_prompts: int,
@@ -219,10 +241,14 @@ def regular4_prior(delta: float = 1 / 16) -> MixturePrior:
     return MixturePrior(v, v.clone(), None, 1.0, 1.0, s, s)
 
 
-def early_ascent_prior(d: int) -> MixturePrior:
+def early_ascent_prior(d: int, mu_scale: float = 1.0, w_scale: float = 1.0, tau: float = 2.0,
+                       sigma_mu: float = 0.05, sigma_w: float = 0.05,
+                       wrong_weight: float | None = None) -> MixturePrior:
     """Fig. 6 prior [code: EarlyAscent_Preprocess.py]: d = 1: M = 2, μ = ±1, w = ∓1; d ≥ 2: M = 3,
     unit-normalised μ = (1…1), (−1…−1), (1,−1…−1); w = (−1…−1), (1…1), (−1,1…1); σ = 1, τ = 2,
-    σ_μ = σ_w = 0.05."""
+    σ_μ = σ_w = 0.05 (the defaults). Generalisation (ours, for `dual_modes_task`): the μ and w centres are
+    scaled by `mu_scale`, `w_scale`, and group 0 (the one whose inputs match the early-ascent task) gets prior
+    weight `wrong_weight`, the others share the rest equally (None = uniform, as in the paper)."""
     one = torch.ones(d, dtype=torch.float64)
     if d == 1:
         mu, w = torch.stack([one, -one]), torch.stack([-one, one])
@@ -231,11 +257,28 @@ def early_ascent_prior(d: int) -> MixturePrior:
         alt[0] = 1.0
         mu = torch.stack([one, -one, alt])
         w = torch.stack([-one, one, -alt])
-    n = math.sqrt(d)
-    return MixturePrior(mu / n, w / n, None, 1.0, 2.0, 0.05, 0.05)
+    n, m = math.sqrt(d), mu.shape[0]
+    weights = None
+    if wrong_weight is not None:
+        if not 0 < wrong_weight < 1:
+            raise ValueError(f"wrong_weight must be in (0, 1), got {wrong_weight}")
+        weights = torch.full((m,), (1 - wrong_weight) / (m - 1), dtype=torch.float64)
+        weights[0] = wrong_weight
+    return MixturePrior(mu * mu_scale / n, w * w_scale / n, weights, 1.0, tau, sigma_mu, sigma_w)
 
 
-def early_ascent_task(d: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """In-context task of Fig. 6: μ* = w* = (1…1)/√d (inputs like group 1, labels like group 2)."""
+def early_ascent_task(d: int, mu_scale: float = 1.0, w_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """In-context task of Fig. 6: μ* = w* = (1…1)/√d (inputs like group 1, labels like group 2), centres
+    scaled like `early_ascent_prior`'s."""
     v = torch.ones(d, dtype=torch.float64) / math.sqrt(d)
+    return v * mu_scale, v * w_scale
+
+
+def regular4_task() -> tuple[torch.Tensor, torch.Tensor]:
+    """Fig. 9's demo task for `regular4_prior`: μ* = w* = normalize(2c_0 + c_1 + 0.2c_2) (papers.md §7a).
+    Its closed-form Bayes risk falls monotonically for every δ = 4^{-a}, a = 0…4 (no early ascent: the
+    inputs and labels point to the same groups); the paper uses it to compare a Transformer with Bayes."""
+    c = regular4_prior().mu_centres
+    v = 2 * c[0] + c[1] + 0.2 * c[2]
+    v = v / v.norm()
     return v, v.clone()

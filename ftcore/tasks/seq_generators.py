@@ -16,7 +16,9 @@ the Task wrappers.
   a size uniform in `dict_size_range`; keys/values have a digit count s uniform in the range, then are
   uniform in [10^{s−1}, 10^s − 1]; the gold key and value occur nowhere else. The question asks for the
   gold key; answer "The value of key {k} is {v} and it is in Dictionary [{i}]." Character-level
-  tokenisation (`encode`/`decode`) for tiny models.
+  tokenisation (`encode`/`decode`) for tiny models; `fmt="tiny"` renders the same dicts in the fewest
+  characters, `{k:v,k:v}{k:v}…?k:` with answer `v`, so the query repeats the `k:` of the gold entry
+  (an induction-head lookup) and a context of n dicts costs ≈ n · size · (key + value digits + 2) tokens.
 """
 from __future__ import annotations
 
@@ -85,7 +87,7 @@ PROMPT_TAIL = ("\n\nAbove is a list of dictionaries such that each key and value
 TEMPLATE = (" Answer in the following template:\nThe value of key {k} is <fill-in-value> and it is in "
             "Dictionary [<fill-in-dictionary-name>].")
 ANSWER = "The value of key {k} is {v} and it is in Dictionary [{i}]."
-FORMATS = ("template", "no_template", "compact")
+FORMATS = ("template", "no_template", "compact", "tiny")
 
 
 def encode(text: str) -> list[int]:
@@ -151,40 +153,66 @@ def render_dicts(dicts: list[dict[int, int]]) -> str:
                      for i, d in enumerate(dicts))
 
 
+def render_kv(dicts: list[dict[int, int]], gold_key: int, gold_value: int, gold_position: int,
+              fmt: str) -> tuple[str, str]:
+    """(prompt, answer) text of one sample in format `fmt` (see `sample_kv_retrieval`)."""
+    if fmt == "tiny":
+        body = "".join("{" + ",".join(f"{k}:{v}" for k, v in d.items()) + "}" for d in dicts)
+        return f"{body}?{gold_key}:", f"{gold_value}"
+    body = render_dicts(dicts)
+    if fmt == "compact":
+        return f"{body}\n? {gold_key}\n", f"{gold_value}"
+    tail = PROMPT_TAIL + (TEMPLATE if fmt == "template" else "")
+    return (PROMPT_HEAD + body + tail.format(k=gold_key),
+            ANSWER.format(k=gold_key, v=gold_value, i=gold_position + 1))
+
+
+def kv_max_lengths(n_dicts: int, gold_dict_size: int, dict_size_range: tuple[int, int],
+                   key_digits: tuple[int, int], val_digits: tuple[int, int], fmt: str) -> tuple[int, int]:
+    """Upper bounds (prompt tokens, answer tokens + EOS) over every sample the generator can draw.
+
+    Rendered from a worst case rather than a per-format formula: every dict at the largest size
+    max(gold_dict_size, dict_size_range[1]), every key and value at the largest digit count, the gold
+    dict last (the template answer names the largest index). Rendered length grows with each of these.
+    """
+    size, kd, vd = max(gold_dict_size, dict_size_range[1]), key_digits[1], val_digits[1]
+    d = {10 ** (kd - 1) + j: 10 ** vd - 1 for j in range(size)}       # distinct max-width keys
+    prompt, answer = render_kv([d] * n_dicts, 10 ** kd - 1, 10 ** vd - 1, n_dicts - 1, fmt)
+    return len(prompt), len(answer) + 1
+
+
 def sample_kv_retrieval(gen: torch.Generator, n_prompts: int, n_dicts: int = 85,
-                        gold_position: int | None = None, fmt: str = "template", gold_dict_size: int = 3,
+                        gold_position: int | list[int] | None = None, fmt: str = "template", gold_dict_size: int = 3,
                         dict_size_range: tuple[int, int] = (3, 4), key_digits: tuple[int, int] = (3, 4),
                         val_digits: tuple[int, int] = (3, 4), frac_0: float = 0.0, frac_top: float = 0.0,
                         top_slots: int = 1) -> KvBatch:
     """Dictionary key-value retrieval prompts (defaults from the repo yaml, §6a).
 
-    gold_position: fixed slot in [0, n_dicts), or None = uniform, except that a fraction `frac_0` goes to
-    slot 0 and `frac_top` to a slot uniform in [0, top_slots) (reference: frac_0 = 0.05, frac_top = 0.03,
-    top_slots = int(0.05 · n_samples)). fmt: "template" / "no_template" (the paper's prompts) or
-    "compact" (dicts + "\\n? {k}\\n", answer "{v}") for tiny character-level models.
+    gold_position: fixed slot in [0, n_dicts), a list of n_prompts slots (one per prompt: stratified
+    evaluation sets), or None = uniform, except that a fraction `frac_0` goes to slot 0 and `frac_top` to
+    a slot uniform in [0, top_slots) (reference: frac_0 = 0.05, frac_top = 0.03,
+    top_slots = int(0.05 · n_samples)). fmt: "template" / "no_template" (the paper's prompts),
+    "compact" (dicts + "\\n? {k}\\n", answer "{v}") or "tiny" (`render_kv`) for tiny character-level models.
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
-    if gold_position is not None and not 0 <= gold_position < n_dicts:
-        raise ValueError(f"gold_position must be in [0, {n_dicts}), got {gold_position}")
+    fixed = None if gold_position is None else \
+        [gold_position] * n_prompts if isinstance(gold_position, int) else [int(p) for p in gold_position]
+    if fixed is not None and (len(fixed) != n_prompts or not all(0 <= p < n_dicts for p in fixed)):
+        raise ValueError(f"gold_position must be in [0, {n_dicts}) (one per prompt if a list), got {gold_position}")
     if not 1 <= top_slots <= n_dicts or frac_0 < 0 or frac_top < 0 or frac_0 + frac_top > 1:
         raise ValueError("need 1 <= top_slots <= n_dicts and frac_0, frac_top >= 0 with sum <= 1")
     # a Python RNG seeded from the torch generator: scalar draws in loops, still generator-determined
     rng = random.Random(int(torch.randint(0, 2 ** 62, (1,), generator=gen)))
     prompts, answers, golds, gks, gvs, all_dicts = [], [], [], [], [], []
-    for _ in range(n_prompts):
-        if gold_position is not None:
-            pos = gold_position
+    for j in range(n_prompts):
+        if fixed is not None:
+            pos = fixed[j]
         else:
             u = rng.random()
             pos = 0 if u < frac_0 else rng.randrange(top_slots) if u < frac_0 + frac_top else rng.randrange(n_dicts)
         dicts, gk, gv = _build_dicts(rng, n_dicts, pos, gold_dict_size, dict_size_range, key_digits, val_digits)
-        body = render_dicts(dicts)
-        if fmt == "compact":
-            prompt, answer = f"{body}\n? {gk}\n", f"{gv}"
-        else:
-            tail = PROMPT_TAIL + (TEMPLATE if fmt == "template" else "")
-            prompt, answer = PROMPT_HEAD + body + tail.format(k=gk), ANSWER.format(k=gk, v=gv, i=pos + 1)
+        prompt, answer = render_kv(dicts, gk, gv, pos, fmt)
         prompts.append(prompt)
         answers.append(answer)
         golds.append(pos)
