@@ -22,6 +22,7 @@ import pandas as pd
 
 from analysis.accuracy_report import accuracy_section
 from analysis.atomic import atomic_write
+from analysis.batch_report import batch_section
 from analysis.capacity_report import capacity_section
 from analysis.icl_report import icl_section
 from analysis.load import read_runs
@@ -75,6 +76,8 @@ def sweep_section(runs: pd.DataFrame, outdir: Path, *, n_boot: int, seed: int) -
             sec = accuracy_section(runs, meta, outdir, figure_name=f"{_slug(name)}_accuracy.png", n_boot=n_boot, seed=seed)
         elif kind == "retrieval":
             sec = retrieval_section(runs, meta, outdir, figure_name=f"{_slug(name)}_retrieval.png", n_boot=n_boot, seed=seed)
+        elif kind == "batch_selection":
+            sec = batch_section(runs, meta, outdir, figure_name=f"{_slug(name)}_batch_selection.png", n_boot=n_boot, seed=seed)
         else:
             sec = Section(f"No report for report.kind = {kind!r} (known: capacity, rank_curve, icl_curve); counts only.\n")
     except ValueError as e:

@@ -16,7 +16,7 @@ from typing import Any
 
 from ftcore.registry import ADAPTERS, MODELS, TASKS
 
-METHODS = ("adam", "construction")
+METHODS = ("adam", "sgd", "construction")
 SCHEDULES = ("constant", "cosine")
 
 
@@ -37,6 +37,8 @@ class TrainConfig:
     grad_clip: float = 0.0      # per-member global grad-norm clip; 0 = off
     early_stop: bool = True     # a member that reaches its task's success metric stops (frozen)
     eval_every: int = 50        # steps between evaluations (curve points, success and divergence checks)
+    batch_selection: str = "task"   # ftcore.batching strategy; "task" = the task's own batch(step)
+    selection_k: int = 0        # spectral's k·B variant: cluster k·B samples at a time (0 = all N)
 
     per_member = ("lr", "weight_decay")
 
@@ -48,6 +50,11 @@ class TrainConfig:
         check(self.weight_decay >= 0, "train.weight_decay", ">= 0", self.weight_decay)
         check(self.grad_clip >= 0, "train.grad_clip", ">= 0 (0 = off)", self.grad_clip)
         check(self.eval_every >= 1, "train.eval_every", ">= 1", self.eval_every)
+        # lazy: the strategies import this module
+        from ftcore.batching import BATCHINGS, TASK_DEFAULT
+        names = (TASK_DEFAULT,) + tuple(sorted(BATCHINGS))
+        check(self.batch_selection in names, "train.batch_selection", f"one of {', '.join(names)}", self.batch_selection)
+        check(self.selection_k >= 0, "train.selection_k", ">= 0 (0 = all N at once)", self.selection_k)
 
 
 @dataclass
@@ -73,6 +80,8 @@ class MemberConfig:
               self.task.name)
         adapter_cls.check_compatible(self.adapter, self.model, task_cls.io_dims(self.task, self.model))
         task_cls.check_compatible(self.task, self.model, self.adapter, self.train)
+        from ftcore.batching import check_selection
+        check_selection(task_cls, self.task, self.train)
 
     def flat(self) -> dict[str, Any]:
         """Dotted columns exactly as in the YAML (`adapter.rank`, `train.lr`, `seed`)."""

@@ -8,7 +8,8 @@ weight decay, early stop and divergence mask:
 * a member whose loss or metrics become NaN/inf is marked `diverged` and frozen; the others go on;
 * the loop ends when no member is active or the step budget is spent.
 
-`train.method: construction` runs the task's exact construction in float64 instead of training.
+`train.method: construction` runs the task's exact construction in float64 instead of training; `train.method:
+sgd` uses plain SGD. `train.batch_selection` (ftcore.batching) picks each step's mini-batch for tasks that support it.
 No Ray here: progress goes through the single `report(step, info)` callable.
 """
 from __future__ import annotations
@@ -22,6 +23,8 @@ import ftcore.adapters  # noqa: F401  (registers adapters)
 import ftcore.models  # noqa: F401
 import ftcore.tasks  # noqa: F401
 from ftcore.adapters.base import build_adapter
+from ftcore.batching import make_batcher
+from ftcore.batching.sgd import PackedSGD
 from ftcore.config import MemberConfig
 from ftcore.optim import PackedAdamW
 from ftcore.registry import TASKS
@@ -70,6 +73,7 @@ def fit(members: list[MemberConfig], report=None, device: torch.device | str = "
     if construction:
         task.construct(model)
     opt = make_optimizer(model, members)
+    batcher = make_batcher(task, members)      # None: the task's own batches; else train.batch_selection's
     n_tr = model.n_trainable()
     live = list(range(E))                      # pack position -> index into `members` (changes on compaction)
     active = torch.ones(E, dtype=torch.bool, device=device)
@@ -99,11 +103,11 @@ def fit(members: list[MemberConfig], report=None, device: torch.device | str = "
                 report(step, {"active": int(active.sum()), "of": E, "pack": len(live)})
             if step == steps or not bool(active.any()):
                 break
-            if should_compact(task, active, steps - step, steps):
+            if isinstance(opt, PackedAdamW) and should_compact(task, active, steps - step, steps):   # (SGD: no compaction)
                 keep = torch.nonzero(active).flatten().tolist()
                 task, model, opt = compact([members[live[i]] for i in keep], keep, model, opt, dtype, device)
                 live, active, last_loss = [live[i] for i in keep], active[keep], last_loss[keep]
-        x, y, w = task.batch(step)
+        x, y, w = task.batch(step) if batcher is None else batcher(model, step)
         loss = train_loss(task, model, x, y, w, step)                             # (E,)
         last_loss = loss.detach()
         finite = loss.isfinite()
@@ -129,7 +133,11 @@ def train_loss(task, model, x, y, w, step: int) -> torch.Tensor:
     return torch.stack([task.loss(p, y, w) for p in preds]).mean(0)
 
 
-def make_optimizer(model, members: list[MemberConfig]) -> PackedAdamW:
+def make_optimizer(model, members: list[MemberConfig]) -> PackedAdamW | PackedSGD:
+    if members[0].train.method == "sgd":
+        return PackedSGD([p for p in model.parameters() if p.requires_grad], lr=[m.train.lr for m in members],
+                         weight_decay=[m.train.weight_decay for m in members],
+                         grad_clip=[m.train.grad_clip for m in members])
     return PackedAdamW([p for p in model.parameters() if p.requires_grad],
                        lr=[m.train.lr for m in members], weight_decay=[m.train.weight_decay for m in members],
                        grad_clip=[m.train.grad_clip for m in members])

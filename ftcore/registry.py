@@ -31,3 +31,4 @@ class Registry(dict):
 MODELS = Registry("model")
 ADAPTERS = Registry("adapter")
 TASKS = Registry("task")
+BATCHINGS = Registry("batch_selection")

@@ -43,7 +43,7 @@ def record_head(payload: dict, member, sweep_meta: dict, trial_id: str) -> dict:
             "schema_version": SCHEMA_VERSION}
 
 
-PROGRESS_EVERY_S = float(os.environ.get("FTCORE_PROGRESS_S", 30))   # in-trial progress at most this often
+PROGRESS_EVERY_S = float(os.environ.get("FTCORE_PROGRESS_S", "30"))   # in-trial progress at most this often
 
 
 def throttled(progress, where: dict, steps: int, every_s: float = PROGRESS_EVERY_S):

@@ -29,7 +29,7 @@ from sweeps.search.capacity import make_ladder
 
 SECTIONS = ("model", "adapter", "task", "train")
 SEARCH_KINDS = ("grid", "capacity", "optuna")
-REPORT_KINDS = ("", "capacity", "rank_curve", "icl_curve", "accuracy_table", "retrieval")
+REPORT_KINDS = ("", "capacity", "rank_curve", "icl_curve", "accuracy_table", "retrieval", "batch_selection")
 
 
 class SpecError(ValueError):

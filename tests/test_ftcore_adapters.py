@@ -29,6 +29,7 @@ MODEL_CASES = {   # name -> model configs every adapter that adapts it is run ov
     "mamba": [{"n_embd": 8, "n_layer": 1, "d_state": 4}],
     "hybrid": [{"n_embd": 8, "n_layer": 2, "n_head": 2, "n_positions": 16}],
     "mambaformer": [{"n_embd": 8, "n_layer": 2, "n_head": 2}],
+    "embeddings": [{}],
 }
 
 ADAPTER_CASES = {   # name -> [(fixed fields, capacity per member or None)]
@@ -72,6 +73,7 @@ HOST_TASKS = {   # the adapted model is built through a real task (in != out for
     "lora_teacher": {"name": "lora_teacher", "batch_size": 12, "n_val": 8, "n_test": 8},
 }
 SEQUENCE_HOST = {"name": "icl_regression", "dim": 3, "n_points": 5, "batch_size": 4, "n_eval": 4}   # the sequence models' host
+OTHER_HOSTS = {"embeddings": {"name": "contrastive", "n": 6, "dim": 3, "batch_size": 2}}
 
 
 def _cases():
@@ -97,7 +99,7 @@ def members(aname, fixed, caps, mname, mcfg, host="ftc_relabel", seeds=SEEDS):
         adapter = {"name": aname, **fixed}
         if caps is not None:
             adapter[field] = caps[e]
-        task = HOST_TASKS[host] if mname == "mlp" else SEQUENCE_HOST
+        task = HOST_TASKS[host] if mname == "mlp" else OTHER_HOSTS.get(mname, SEQUENCE_HOST)
         out.append(ftcore.member_from_dict({"model": {"name": mname, **mcfg}, "adapter": adapter,
                                             "task": task, "seed": seed}))
     return out

@@ -76,7 +76,7 @@ BAD = [  # (base, edits, field the message must start with)
     ("teacher", {"task.pretrain_level": 1.0}, "task.pretrain_level"),
     ("teacher", {"task.pretrain_max_steps": -1}, "task.pretrain_max_steps"),
     # train section
-    ("ftc", {"train.method": "sgd"}, "train.method"),
+    ("ftc", {"train.method": "rmsprop"}, "train.method"),
     ("ftc", {"train.schedule": "linear"}, "train.schedule"),
     ("ftc", {"train.steps": -1}, "train.steps"),
     ("ftc", {"train.lr": 0.0}, "train.lr"),

@@ -46,6 +46,12 @@ TASK_CASES = {   # name -> small member config, and a per-member field varied ac
                    "task": {"name": "dual_modes", "dim": 2, "n_points": 6, "batch_size": 8, "n_eval": 16,
                             "long_k": 64},
                    "vary": None},
+    "contrastive": {"model": {"name": "embeddings"}, "adapter": {"name": "full"},
+                    "task": {"name": "contrastive", "n": 16, "dim": 8, "batch_size": 4}, "vary": None},
+    "digits_contrastive": {"model": {"name": "mlp", "width": 16, "depth": 2, "last_activation": False},
+                           "adapter": {"name": "full"},
+                           "task": {"name": "digits_contrastive", "n": 32, "n_test": 16, "dim": 8, "batch_size": 8},
+                           "vary": None},
 }
 SEEDS = [10, 11, 12]
 

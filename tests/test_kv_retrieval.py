@@ -15,6 +15,7 @@ from ftcore.tasks.kv_retrieval import (
     KvRetrievalConfig,
     V,
     answer_scores,
+    n_dicts_at,
     pos_keys,
     seq_len,
     teacher_forcing,
@@ -129,6 +130,53 @@ def test_batch_one_hot_and_determinism():
             assert torch.equal(a, b)
     assert torch.equal(t1.eval_inp, t2.eval_inp) and torch.equal(t1.eval_tgt, t2.eval_tgt)
     assert not torch.equal(t1.eval_inp[0], t1.eval_inp[1])                 # members differ by seed
+
+
+def test_curriculum_is_a_function_of_the_step():
+    cfg = KvRetrievalConfig(n_dicts=5, n_dicts_start=2, n_dicts_inc=2, n_dicts_interval=10, n_eval=10)
+    assert [n_dicts_at(cfg, s) for s in (0, 9, 10, 19, 20, 29, 30, 1000)] == [2, 2, 4, 4, 5, 5, 5, 5]
+    assert n_dicts_at(KvRetrievalConfig(n_dicts=5, n_dicts_start=2, n_eval=10), 0) == 5     # interval 0: off
+    # the training prompts really have n(s) dicts, shapes stay those of n_dicts, and a member's data does
+    # not depend on its pack partner
+    t1, _ = build_pack(_members(n_dicts_start=1, n_dicts_inc=1, n_dicts_interval=3), torch.float32)
+    t2, _ = build_pack(_members(seeds=(1,), n_dicts_start=1, n_dicts_inc=1, n_dicts_interval=3), torch.float32)
+    T = seq_len(t1.cfgs[0])
+    for step in (0, 3, 6, 9, 50):
+        x, y, _ = t1.batch(step)
+        assert x.shape == (2, 16, T, V) and y.shape == (2, 16, T)
+        inp = x.argmax(-1)                                                   # (E, B, T) ids
+        for p in range(16):
+            L = int((y[0, p] >= 0).nonzero()[0]) + 1                         # prompt length: first answer slot + 1
+            dicts, _ = _parse_tiny(decode(inp[0, p, :L]))
+            assert len(dicts) == min(1 + step // 3, 4)
+        assert torch.equal(t2.batch(step)[0][0], x[1])                       # seed 1 alone == seed 1 in the pack
+    with pytest.raises(ValueError, match="task.n_dicts_start"):
+        KvRetrievalConfig(n_dicts=4, n_dicts_start=5, n_dicts_interval=10)
+    with pytest.raises(ValueError, match="task.n_dicts_interval"):
+        KvRetrievalConfig(n_dicts=4, n_dicts_interval=-1)
+    with pytest.raises(ValueError, match="task.gold_pos"):
+        KvRetrievalConfig(n_dicts=4, gold_pos=1, mix_n_dicts=True)
+
+
+def test_mixed_context_lengths_cover_1_to_n():
+    ms = _members(mix_n_dicts=True, n_dicts_start=2, n_dicts_inc=1, n_dicts_interval=5)
+    t1, _ = build_pack(ms, torch.float32)
+    t2, _ = build_pack(_members(seeds=(1,), mix_n_dicts=True, n_dicts_start=2, n_dicts_inc=1, n_dicts_interval=5),
+                       torch.float32)
+    T = seq_len(t1.cfgs[0])
+    for step, top in ((0, 2), (100, 4)):
+        seen = []
+        for _rep in range(8):
+            x, y, _ = t1.batch(step)
+            assert x.shape == (2, 16, T, V)
+            assert torch.equal(t2.batch(step)[0][0], x[1])                   # seed 1 alone == in the pack
+            inp = x.argmax(-1)
+            for p in range(16):
+                L = int((y[0, p] >= 0).nonzero()[0]) + 1
+                dicts, key = _parse_tiny(decode(inp[0, p, :L]))
+                assert sum(key in d for d in dicts) == 1                      # the gold key is in the context
+                seen.append(len(dicts))
+        assert set(seen) == set(range(1, top + 1)), seen                      # every n in 1..n(s), none above
 
 
 def _chi2_uniform(slots: torch.Tensor, n: int) -> float:

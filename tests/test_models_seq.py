@@ -263,3 +263,21 @@ def test_eval_loops_sets_the_default_forward():
 def ftcore_full():
     from ftcore.adapters.delta import FullConfig
     return FullConfig()
+
+
+def test_init_choices():
+    """gpt2: N(0, 0.02²), residual projections 0.02/√(2L); pytorch: U(±1/√fan_in) everywhere (wpe stays 0.02)."""
+    gpt2 = make("transformer", seeds=(0, 1, 2))
+    torch_init = make("transformer", seeds=(0, 1, 2),
+                      cfg=TransformerConfig(n_embd=C, n_layer=2, n_head=H, n_positions=P, init="pytorch"))
+    qkv = gpt2.backbone.blocks[0].attn.qkv.weight
+    assert abs(qkv.std().item() - 0.02) < 0.002
+    assert abs(gpt2.backbone.blocks[0].mlp.proj.weight.std().item() - 0.01) < 0.001        # 0.02/√4
+    for lin in (torch_init.read_in, torch_init.backbone.blocks[1].mlp.proj, torch_init.read_out):
+        bound = 1 / lin.fan_in ** 0.5
+        assert lin.weight.abs().max() <= bound and abs(lin.weight.std().item() - bound / 3 ** 0.5) < 0.15 * bound
+    one = make("transformer", seeds=(1,), cfg=TransformerConfig(n_embd=C, n_layer=2, n_head=H, n_positions=P,
+                                                                 init="pytorch"))
+    torch.testing.assert_close(one.read_in.weight[0], torch_init.read_in.weight[1], rtol=0, atol=0)  # per-member draws
+    with pytest.raises(ValueError, match="model.init"):
+        TransformerConfig(init="xavier")

@@ -37,7 +37,7 @@ def test_list_override_replaces_an_axis():
 
 @pytest.mark.parametrize("override,field", [
     ("adapter.rank=9", "adapter.rank"), ("model.width=abc", "model.width"), ("task.target_depth=5", "task.target_depth"),
-    ("adapter.name=nope", "adapter.name"), ("train.method=sgd", "train.method"), ("bogus=1", "bogus"),
+    ("adapter.name=nope", "adapter.name"), ("train.method=rmsprop", "train.method"), ("bogus=1", "bogus"),
     ("task.nope=1", "task.nope"), ("seeds=0", "seeds"), ("train.steps=-1", "train.steps"),
     ("adapter.rank=[]", "axes.adapter.rank"),
 ])

@@ -64,7 +64,7 @@ class Full(DeltaAdapter):
     (weight decay pulls Δ, not p, to zero) — so an untrained base trained with `full` is a model trained
     from its initialisation, as the in-context-learning papers do (papers.md §0.1, §4–§5)."""
     Config = FullConfig
-    models = ("mlp",) + SEQUENCE_MODELS
+    models = ("mlp",) + SEQUENCE_MODELS + ("embeddings",)
 
     def __init__(self, cfgs, base, in_dim, out_dim, gens):
         self.generic = not hasattr(base, "linear")

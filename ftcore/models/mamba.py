@@ -33,7 +33,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ftcore.config import check
-from ftcore.models.blocks import PackedLayerNorm, PackedLinear, freeze, member_params
+from ftcore.models.blocks import (
+    INITS,
+    PackedLayerNorm,
+    PackedLinear,
+    freeze,
+    init_stds,
+    member_params,
+)
 from ftcore.registry import MODELS
 from kernels.selective_scan import selective_scan
 
@@ -140,22 +147,28 @@ class MambaConfig:
     d_state: int = 16
     d_conv: int = 4
     expand: int = 2
+    init: str = "gpt2"   # read_in/read_out: gpt2 N(0, 0.02²) | pytorch U(±1/√fan_in) (Park et al.'s nn.Linear)
 
     per_member = ()
 
     def __post_init__(self):
         check_mamba_fields(self)
+        check(self.init in INITS, "model.init", f"one of {', '.join(INITS)}", self.init)
 
 
 class PackedSequenceModel(nn.Module):
     """Shared read-in / layers / final LN / read-out skeleton; subclasses fill `self.layers`."""
 
     def _head(self, in_dim: int, gens: list[torch.Generator]) -> None:
-        self.read_in = PackedLinear(gens, in_dim, self.cfg.n_embd)
+        self.read_in = PackedLinear(gens, in_dim, self.cfg.n_embd, init_std=self._io_std())
 
     def _tail(self, out_dim: int, gens: list[torch.Generator]) -> None:
         self.norm_f = PackedLayerNorm(len(gens), self.cfg.n_embd)
-        self.read_out = PackedLinear(gens, self.cfg.n_embd, out_dim)
+        self.read_out = PackedLinear(gens, self.cfg.n_embd, out_dim, init_std=self._io_std())
+
+    def _io_std(self) -> float | None:
+        """`model.init` for the read-in/read-out (the Mamba layers keep mamba_ssm's own init)."""
+        return init_stds(self.cfg.init, self.cfg.n_layer)[0]
 
     def embed(self, h: torch.Tensor) -> torch.Tensor:
         """Hook for positional embeddings; (E, B, T, C) -> (E, B, T, C)."""

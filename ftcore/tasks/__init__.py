@@ -1,6 +1,13 @@
 """Tasks. Importing this package registers every task."""
-from ftcore.tasks import ftc_relabel, icl_regression, lora_teacher  # noqa: F401
-from ftcore.tasks import mqar, sparse_parity  # noqa: F401
-from ftcore.tasks import kv_retrieval  # noqa: F401
-from ftcore.tasks import dual_modes_task  # noqa: F401
+from ftcore.tasks import (  # noqa: F401
+    contrastive,
+    digits_contrastive,
+    dual_modes_task,
+    ftc_relabel,
+    icl_regression,
+    kv_retrieval,
+    lora_teacher,
+    mqar,
+    sparse_parity,
+)
 from ftcore.tasks.base import Task  # noqa: F401

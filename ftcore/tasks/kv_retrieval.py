@@ -17,6 +17,17 @@ on the answer tokens only, padding weighted 0):
 
     ℓ = Σ_b w_b · (1/A_b) Σ_{t ∈ answer(b)} −log softmax(z_{b,t})[s_{b,t+1}],     w_b = 1/B
 
+Context-length curriculum / mixture (training only; off by default): training prompts at step s have
+n(s) = min(n_dicts_start + n_dicts_inc · ⌊s / n_dicts_interval⌋, n_dicts) dicts (`n_dicts_at`, a pure function
+of the step, like Garg's curriculum in `icl_regression.curriculum_at`), or with `mix_n_dicts` each prompt draws
+its own n_j ~ U{1..n(s)}. Shorter prompts are padded to the same T, so shapes never change, and the draws come
+from the member's own generator, so a member's data does not depend on its pack. The lookup (find the queried
+key, copy the value after it: an induction-head circuit) has a long loss plateau at a fixed n_dicts ≥ 2, while
+n = 1 (copy the only value) is learnt at once. Measured (sweeps/kv_retrieval.yaml header): neither the
+curriculum nor the mixture shortens the plateau of a 2-layer `transformer` (learned absolute positions, so the
+previous-token step of the lookup must be learnt per position); a 2-layer `mamba` (its causal conv mixes
+neighbouring tokens) leaves the plateau within ~3000 steps.
+
 Evaluation: `n_eval` fixed prompts per member (stream "eval") whose gold slots are stratified, slot of
 prompt j = j mod n_dicts, so every slot has ⌊n_eval/n_dicts⌋ or one more samples — also when training
 fixes `gold_pos` (then the metrics measure how retrieval transfers to the other slots). Metrics (E,):
@@ -71,6 +82,10 @@ class KvRetrievalConfig:
     fmt: str = "tiny"           # tiny | compact | no_template | template (seq_generators.FORMATS)
     batch_size: int = 32        # B prompts per training step
     n_eval: int = 256           # evaluation prompts per member, gold slots stratified
+    n_dicts_start: int = 1      # context-length curriculum (training only; `n_dicts_at`): first n_dicts,
+    n_dicts_inc: int = 1        #   added every n_dicts_interval steps, up to n_dicts;
+    n_dicts_interval: int = 0   #   0 = off (always n_dicts)
+    mix_n_dicts: bool = False   # training prompt j draws its own n_j uniform in 1..n_dicts_at(step)
 
     per_member = ()             # members of a pack differ by seed only
 
@@ -95,11 +110,20 @@ class KvRetrievalConfig:
         check(-1 <= self.gold_pos < self.n_dicts, "task.gold_pos", f"-1 (uniform) or a slot in 0..{self.n_dicts - 1}",
               self.gold_pos)
         check(self.batch_size >= 1, "task.batch_size", ">= 1", self.batch_size)
+        check(self.n_dicts_interval >= 0, "task.n_dicts_interval", ">= 0 (0 = no curriculum)",
+              self.n_dicts_interval)
+        if self.n_dicts_interval > 0:
+            check(1 <= self.n_dicts_start <= self.n_dicts, "task.n_dicts_start",
+                  f"in 1..{self.n_dicts} (the curriculum's end, task.n_dicts)", self.n_dicts_start)
+            check(self.n_dicts_inc >= 0, "task.n_dicts_inc", ">= 0", self.n_dicts_inc)
+        varying = self.n_dicts_interval > 0 or self.mix_n_dicts
+        check(not varying or self.gold_pos == -1, "task.gold_pos",
+              "-1 when the training context varies (task.n_dicts_interval > 0 or task.mix_n_dicts)", self.gold_pos)
         check(self.n_eval >= self.n_dicts, "task.n_eval", f">= task.n_dicts = {self.n_dicts} (a prompt per slot)",
               self.n_eval)
 
-    def sample(self, gen: torch.Generator, n_prompts: int, gold_position) -> KvBatch:
-        return sample_kv_retrieval(gen, n_prompts, self.n_dicts, gold_position, self.fmt, self.gold_dict_size,
+    def sample(self, gen: torch.Generator, n_prompts: int, gold_position, n_dicts: int | None = None) -> KvBatch:
+        return sample_kv_retrieval(gen, n_prompts, n_dicts or self.n_dicts, gold_position, self.fmt, self.gold_dict_size,
                                    (self.dict_size_min, self.dict_size_max),
                                    (self.key_digits_min, self.key_digits_max),
                                    (self.val_digits_min, self.val_digits_max))
@@ -109,6 +133,29 @@ class KvRetrievalConfig:
         return kv_max_lengths(self.n_dicts, self.gold_dict_size, (self.dict_size_min, self.dict_size_max),
                               (self.key_digits_min, self.key_digits_max),
                               (self.val_digits_min, self.val_digits_max), self.fmt)
+
+
+def n_dicts_at(cfg: KvRetrievalConfig, step: int) -> int:
+    """Training context length at step s, a pure function of the step (as `icl_regression.curriculum_at`):
+
+        n(s) = min(n_dicts_start + n_dicts_inc · ⌊s / n_dicts_interval⌋, n_dicts)     (n_dicts when interval = 0)
+
+    With `mix_n_dicts` it is the upper end of each prompt's uniform draw n_j ∈ 1..n(s). Evaluation always uses
+    n_dicts, and every batch is padded to T = seq_len(cfg) of n_dicts, so shapes never change."""
+    if cfg.n_dicts_interval == 0:
+        return cfg.n_dicts
+    return min(cfg.n_dicts_start + cfg.n_dicts_inc * (step // cfg.n_dicts_interval), cfg.n_dicts)
+
+
+def train_sample(cfg: KvRetrievalConfig, gen: torch.Generator, step: int) -> KvBatch | list[KvBatch]:
+    """The B training prompts of one member at `step` (drawn from that member's generator only): one batch at
+    n_dicts_at(step), or with `mix_n_dicts` one batch per distinct n_j (counts of n_j ~ U{1..n(s)} first)."""
+    n = n_dicts_at(cfg, step)
+    gold = None if cfg.gold_pos < 0 else cfg.gold_pos
+    if not cfg.mix_n_dicts:
+        return cfg.sample(gen, cfg.batch_size, gold, n)
+    ns = torch.randint(1, n + 1, (cfg.batch_size,), generator=gen)                  # (B,) n_j
+    return [cfg.sample(gen, int((ns == k).sum()), None, k) for k in range(1, n + 1) if (ns == k).any()]
 
 
 def seq_len(cfg: KvRetrievalConfig) -> int:
@@ -195,10 +242,10 @@ class KvRetrieval(Task):
     def batch(self, step):
         inps, tgts = [], []
         for cfg, g in zip(self.cfgs, self.gens):
-            b = cfg.sample(g, cfg.batch_size, None if cfg.gold_pos < 0 else cfg.gold_pos)
-            inp, tgt = teacher_forcing(b, self.T)
-            inps.append(inp)
-            tgts.append(tgt)
+            bs = train_sample(cfg, g, step)
+            parts = [teacher_forcing(b, self.T) for b in (bs if isinstance(bs, list) else [bs])]
+            inps.append(torch.cat([p[0] for p in parts]))                        # (B, T)
+            tgts.append(torch.cat([p[1] for p in parts]))
         x = F.one_hot(torch.stack(inps), V)                                      # (E, B, T, V)
         y = torch.stack(tgts)                                                    # (E, B, T) target ids, −1 ignored
         w = torch.full(y.shape[:2], 1.0 / y.shape[1])                            # (E, B)
