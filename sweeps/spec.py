@@ -196,8 +196,8 @@ def _variant(data: dict, name: str) -> dict:
     if not isinstance(variants, dict) or name not in variants:
         _fail(f"variant={name}: not a variant of this sweep; valid: {', '.join(map(str, variants)) or 'none defined'}")
     chosen = variants[name]
-    if not isinstance(chosen, dict) or not all(isinstance(k, str) and "." in k for k in chosen):
-        _fail(f"variants.{name}: must map dotted keys (e.g. model.n_embd) to values")
+    if not isinstance(chosen, dict) or not all(isinstance(k, str) and k for k in chosen):
+        _fail(f"variants.{name}: must map override keys (e.g. model.n_embd, seeds) to values")
     return chosen
 
 

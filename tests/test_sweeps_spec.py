@@ -114,7 +114,7 @@ def test_section_axis_mistakes_are_one_line(tmp_path, axis):
 
 VARIANTS = SECTION_AXIS + """
 variants:
-  big: {model.n_embd: 64, train.steps: 7, "axes.model.n_layer": [3]}
+  big: {model.n_embd: 64, train.steps: 7, "axes.model.n_layer": [3], seeds: 4}
 """
 
 
@@ -124,7 +124,7 @@ def test_variant_applies_its_overrides_and_the_command_line_wins(tmp_path):
     assert load_spec(path).model["n_embd"] == 16
     spec = load_spec(path, ["variant=big", "train.steps=9"])
     assert spec.variant == "big" and spec.model["n_embd"] == 64 and spec.train["steps"] == 9
-    assert spec.axes["model.n_layer"] == [3]
+    assert spec.axes["model.n_layer"] == [3] and spec.seeds == 4
     assert {m.model.n_layer for m in validate(spec)} == {3}
     with pytest.raises(SpecError, match="variant=nope: not a variant of this sweep; valid: big"):
         load_spec(path, ["variant=nope"])

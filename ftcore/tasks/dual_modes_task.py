@@ -52,7 +52,6 @@ from ftcore.config import check
 from ftcore.models.mlp import build_model
 from ftcore.registry import TASKS
 from ftcore.seeding import generators
-from ftcore.tasks.base import Task
 from ftcore.tasks.dual_modes import (
     bayes_prefix_predict,
     bayes_risk_curve,
@@ -65,7 +64,8 @@ from ftcore.tasks.dual_modes import (
 )
 from ftcore.tasks.icl_baselines import least_squares
 from ftcore.tasks.icl_functions import interleave
-from ftcore.tasks.icl_regression import SEQ_MODELS, IclRegression, position_keys
+from ftcore.tasks.icl_regression import IclRegression, position_keys
+from ftcore.tasks.sequence import SequenceTask
 
 PRIORS = ("early_ascent", "regular4")
 TARGETS = ("noisy", "noiseless")
@@ -135,27 +135,19 @@ def _points(p) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 
 
 @TASKS.register("dual_modes")
-class DualModes(Task):
+class DualModes(SequenceTask):
     Config = DualModesConfig
     per_member = DualModesConfig.per_member
-    models = SEQ_MODELS
 
     def __init__(self, cfgs, model_cfg, seeds):
         super().__init__(cfgs, model_cfg, seeds)
-        self.gens = generators(seeds, "batches")       # one advancing generator per member
         self.prior, self.task = build_prior(cfgs[0])
 
     @staticmethod
     def io_dims(cfg, model_cfg):
         return cfg.dim, 1
 
-    @staticmethod
-    def check_compatible(cfg, model_cfg, adapter_cfg, train_cfg):
-        IclRegression.check_compatible(cfg, model_cfg, adapter_cfg, train_cfg)    # n_positions >= 2K
-
-    @classmethod
-    def rows(cls, cfg):
-        return cfg.batch_size
+    seq_len = IclRegression.seq_len                                               # 2K interleaved tokens
 
     def build_base(self):
         c0 = self.cfgs[0]

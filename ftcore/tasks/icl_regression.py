@@ -32,7 +32,6 @@ from ftcore.config import check
 from ftcore.models.mlp import build_model
 from ftcore.registry import TASKS
 from ftcore.seeding import generators
-from ftcore.tasks.base import Task
 from ftcore.tasks.icl_baselines import BASELINES
 from ftcore.tasks.icl_functions import (
     FUNCTION_CLASSES,
@@ -40,9 +39,9 @@ from ftcore.tasks.icl_functions import (
     get_function_class,
     interleave,
 )
+from ftcore.tasks.sequence import SequenceTask
 
 BASELINE_NAMES = ("least_squares", "knn", "averaging")
-SEQ_MODELS = ("transformer", "looped_transformer", "mamba", "hybrid", "mambaformer")
 
 
 @dataclass
@@ -112,29 +111,17 @@ def position_keys(prefix: str, K: int) -> list[str]:
 
 
 @TASKS.register("icl_regression")
-class IclRegression(Task):
+class IclRegression(SequenceTask):
     Config = IclRegressionConfig
     per_member = IclRegressionConfig.per_member
-    models = SEQ_MODELS
-
-    def __init__(self, cfgs, model_cfg, seeds):
-        super().__init__(cfgs, model_cfg, seeds)
-        self.gens = generators(seeds, "batches")       # one advancing generator per member
 
     @staticmethod
     def io_dims(cfg, model_cfg):
         return cfg.dim, 1
 
     @staticmethod
-    def check_compatible(cfg, model_cfg, adapter_cfg, train_cfg):
-        n_pos = getattr(model_cfg, "n_positions", None)
-        if n_pos is not None:
-            check(n_pos >= 2 * cfg.n_points, "model.n_positions",
-                  f">= 2 * task.n_points = {2 * cfg.n_points} (interleaved x, y tokens)", n_pos)
-
-    @classmethod
-    def rows(cls, cfg):
-        return cfg.batch_size
+    def seq_len(cfg):
+        return 2 * cfg.n_points, "2 * task.n_points (interleaved x, y tokens)"
 
     def build_base(self):
         c0 = self.cfgs[0]

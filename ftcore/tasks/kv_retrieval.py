@@ -53,8 +53,6 @@ from ftcore.config import check
 from ftcore.models.mlp import build_model
 from ftcore.registry import TASKS
 from ftcore.seeding import generators
-from ftcore.tasks.base import Task
-from ftcore.tasks.icl_regression import SEQ_MODELS
 from ftcore.tasks.seq_generators import (
     FORMATS,
     PAD,
@@ -63,6 +61,7 @@ from ftcore.tasks.seq_generators import (
     kv_max_lengths,
     sample_kv_retrieval,
 )
+from ftcore.tasks.sequence import SequenceTask
 
 V = len(VOCAB)
 
@@ -199,14 +198,12 @@ def pos_keys(n_dicts: int) -> list[str]:
 
 
 @TASKS.register("kv_retrieval")
-class KvRetrieval(Task):
+class KvRetrieval(SequenceTask):
     Config = KvRetrievalConfig
     per_member = KvRetrievalConfig.per_member
-    models = SEQ_MODELS
 
     def __init__(self, cfgs, model_cfg, seeds):
         super().__init__(cfgs, model_cfg, seeds)
-        self.gens = generators(seeds, "batches")       # one advancing generator per member
         self.T = seq_len(cfgs[0])
 
     @staticmethod
@@ -214,16 +211,8 @@ class KvRetrieval(Task):
         return V, V
 
     @staticmethod
-    def check_compatible(cfg, model_cfg, adapter_cfg, train_cfg):
-        n_pos = getattr(model_cfg, "n_positions", None)
-        if n_pos is not None:
-            T = seq_len(cfg)
-            check(n_pos >= T, "model.n_positions",
-                  f">= {T} (longest prompt + answer − 1 for task.n_dicts={cfg.n_dicts}, fmt={cfg.fmt})", n_pos)
-
-    @classmethod
-    def rows(cls, cfg):
-        return cfg.batch_size
+    def seq_len(cfg):
+        return seq_len(cfg), f"the longest prompt + answer − 1 for task.n_dicts={cfg.n_dicts}, fmt={cfg.fmt}"
 
     def build_base(self):
         model = build_model(self.model_cfg, V, V, generators(self.seeds, "base"))

@@ -36,9 +36,8 @@ from ftcore.config import check
 from ftcore.models.mlp import build_model
 from ftcore.registry import TASKS
 from ftcore.seeding import generators
-from ftcore.tasks.base import Task
-from ftcore.tasks.icl_regression import SEQ_MODELS
 from ftcore.tasks.seq_generators import sample_mqar
+from ftcore.tasks.sequence import SequenceTask
 
 
 @dataclass
@@ -71,29 +70,17 @@ def retrieval_error(pred: torch.Tensor, values: torch.Tensor, target_index: torc
 
 
 @TASKS.register("mqar")
-class Mqar(Task):
+class Mqar(SequenceTask):
     Config = MqarConfig
     per_member = MqarConfig.per_member
-    models = SEQ_MODELS
-
-    def __init__(self, cfgs, model_cfg, seeds):
-        super().__init__(cfgs, model_cfg, seeds)
-        self.gens = generators(seeds, "batches")       # one advancing generator per member
 
     @staticmethod
     def io_dims(cfg, model_cfg):
         return cfg.dim, cfg.dim
 
     @staticmethod
-    def check_compatible(cfg, model_cfg, adapter_cfg, train_cfg):
-        n_pos = getattr(model_cfg, "n_positions", None)
-        if n_pos is not None:
-            check(n_pos >= seq_len(cfg), "model.n_positions",
-                  f">= 2 * task.n_pairs + 1 = {seq_len(cfg)} (keys, values and the query)", n_pos)
-
-    @classmethod
-    def rows(cls, cfg):
-        return cfg.batch_size
+    def seq_len(cfg):
+        return seq_len(cfg), "2 * task.n_pairs + 1 (keys, values and the query)"
 
     def build_base(self):
         c0 = self.cfgs[0]

@@ -47,10 +47,10 @@ from ftcore.config import check
 from ftcore.models.mlp import build_model
 from ftcore.registry import TASKS
 from ftcore.seeding import generators
-from ftcore.tasks.base import Task
 from ftcore.tasks.icl_functions import interleave
-from ftcore.tasks.icl_regression import SEQ_MODELS, position_keys
+from ftcore.tasks.icl_regression import position_keys
 from ftcore.tasks.seq_generators import sample_sparse_parity
+from ftcore.tasks.sequence import SequenceTask
 
 
 @dataclass
@@ -97,29 +97,17 @@ def parity_accuracy(logits: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
 
 
 @TASKS.register("sparse_parity")
-class SparseParity(Task):
+class SparseParity(SequenceTask):
     Config = SparseParityConfig
     per_member = SparseParityConfig.per_member
-    models = SEQ_MODELS
-
-    def __init__(self, cfgs, model_cfg, seeds):
-        super().__init__(cfgs, model_cfg, seeds)
-        self.gens = generators(seeds, "batches")       # one advancing generator per member
 
     @staticmethod
     def io_dims(cfg, model_cfg):
         return cfg.n, 1
 
     @staticmethod
-    def check_compatible(cfg, model_cfg, adapter_cfg, train_cfg):
-        n_pos = getattr(model_cfg, "n_positions", None)
-        if n_pos is not None:
-            check(n_pos >= 2 * cfg.n_points, "model.n_positions",
-                  f">= 2 * task.n_points = {2 * cfg.n_points} (interleaved x, y tokens)", n_pos)
-
-    @classmethod
-    def rows(cls, cfg):
-        return cfg.batch_size
+    def seq_len(cfg):
+        return 2 * cfg.n_points, "2 * task.n_points (interleaved x, y tokens)"
 
     def build_base(self):
         c0 = self.cfgs[0]
