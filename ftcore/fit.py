@@ -24,7 +24,7 @@ import ftcore.models  # noqa: F401
 import ftcore.tasks  # noqa: F401
 from ftcore.adapters.base import build_adapter
 from ftcore.batching import make_batcher
-from ftcore.batching.sgd import PackedSGD
+from ftcore.sgd import PackedSGD
 from ftcore.config import MemberConfig
 from ftcore.optim import PackedAdamW
 from ftcore.registry import TASKS
