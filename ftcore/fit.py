@@ -24,11 +24,11 @@ import ftcore.models  # noqa: F401
 import ftcore.tasks  # noqa: F401
 from ftcore.adapters.base import build_adapter
 from ftcore.batching import make_batcher
-from ftcore.sgd import PackedSGD
 from ftcore.config import MemberConfig
 from ftcore.optim import PackedAdamW
 from ftcore.registry import TASKS
 from ftcore.seeding import generators
+from ftcore.sgd import PackedSGD
 
 
 @dataclass
