@@ -253,8 +253,10 @@ WORKERS = ("tune", "train")
 def _check_execution(ex: ExecutionSpec) -> None:
     if ex.pack_size < 0:
         _fail(f"execution.pack_size: must be >= 1, or 0 for auto (got {ex.pack_size})")
-    if ex.cpus_per_trial < 1 or ex.max_failures < 0:
-        _fail("execution: cpus_per_trial must be >= 1, max_failures >= 0")
+    if ex.cpus_per_trial < 1:
+        _fail(f"execution.cpus_per_trial: must be >= 1 (got {ex.cpus_per_trial})")
+    if ex.max_failures < 0:
+        _fail(f"execution.max_failures: must be >= 0 (got {ex.max_failures})")
     if ex.gpus_per_trial < 0:
         _fail(f"execution.gpus_per_trial: must be >= 0 (got {ex.gpus_per_trial})")
     if ex.worker not in WORKERS:

@@ -52,8 +52,8 @@ def check_enumerable(name: str, n: int, b: int) -> None:
     """One-line refusal when a strategy would have to enumerate too many batches."""
     count = math.comb(n, b)
     check(count <= MAX_BATCHES, "train.batch_selection",
-          f"a strategy that does not enumerate all C(N,B) batches when C({n},{b}) = {count} > {MAX_BATCHES} "
-          f"('{name}' does; use shuffle or spectral)", name)
+          f"a strategy that can run at N={n}, B={b}: '{name}' enumerates all C({n},{b}) = {count} batches "
+          f"(limit {MAX_BATCHES}); use shuffle or spectral", name)
 
 
 class Strategy:
