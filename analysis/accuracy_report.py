@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from analysis.atomic import save_figure
 from analysis.icl_report import mean_band
@@ -118,11 +119,9 @@ def position_curves(runs: pd.DataFrame, curve_by: list[str], *, n_boot: int, see
 
 def plot(tab: pd.DataFrame, positions: dict[str, pd.DataFrame], y: str, path: Path) -> Path:
     """One axis per panel: accuracy vs position when the panel has `acc/kNN`, else bars of y with CIs."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     panels = list(dict.fromkeys(tab["panel"]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 3.8), squeeze=False)
+    fig = Figure(figsize=(5.0 * len(panels), 3.8))                 # no pyplot (analysis/plots.py)
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, panel in zip(axes[0], panels):
         sub, pos = tab[tab["panel"] == panel], positions.get(panel)
         chance = sub["chance"].dropna()
@@ -143,10 +142,7 @@ def plot(tab: pd.DataFrame, positions: dict[str, pd.DataFrame], y: str, path: Pa
         ax.set_title(panel or "all", fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    try:
-        return save_figure(fig, path)
-    finally:
-        plt.close(fig)
+    return save_figure(fig, path)
 
 
 def accuracy_section(runs: pd.DataFrame, meta: SweepMeta, outdir: Path, *, figure_name: str = "accuracy_table.png",

@@ -29,6 +29,7 @@ from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from analysis.atomic import save_figure
 from analysis.markdown import FLAG, Section, num, table
@@ -154,10 +155,8 @@ def shape_lines(tab: pd.DataFrame) -> list[str]:
 
 
 def plot(tab: pd.DataFrame, dim: float | None, path: Path) -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig = Figure(figsize=(6.4, 4.2))                                # no pyplot (analysis/plots.py)
+    ax = fig.subplots()
     for (curve, who), sub in tab.groupby(["curve", "who"], sort=True):
         style = "-" if who == MODEL else "--"
         (line,) = ax.plot(sub["k"], sub["mean"], style, label=curve, lw=1.6 if who == MODEL else 1.0)
@@ -170,10 +169,7 @@ def plot(tab: pd.DataFrame, dim: float | None, path: Path) -> Path:
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    try:
-        return save_figure(fig, path)
-    finally:
-        plt.close(fig)
+    return save_figure(fig, path)
 
 
 def comparison(runs: pd.DataFrame, tab: pd.DataFrame, curve_by: list[str], k_ref: int) -> tuple[list[dict], str]:

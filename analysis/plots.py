@@ -21,7 +21,8 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocat
 LOG_FLOOR = 1e-16  # rank plots: values <= this (an exact construction) are drawn at the floor
 
 
-def _grid(n_panels: int, width: float = 5.2, height: float = 5.0):
+def panel_grid(n_panels: int, width: float = 5.2, height: float = 5.0):
+    """A figure of n_panels axes, at most 3 per row, unused axes hidden: (fig, axes flat)."""
     ncols = min(max(n_panels, 1), 3)
     nrows = math.ceil(max(n_panels, 1) / ncols)
     fig = Figure(figsize=(width * ncols, height * nrows))
@@ -43,7 +44,7 @@ def plot_capacity(thresholds: pd.DataFrame, fits: list[dict], *, x_label: str, y
     fits: records with keys panel, group (= curve label), exponent, ci_low, ci_high, intercept, theory.
     """
     panels = list(dict.fromkeys(thresholds["panel"])) or [""]
-    fig, axes = _grid(len(panels))
+    fig, axes = panel_grid(len(panels))
     fit_of = {(f.get("panel", ""), f["group"]): f for f in fits}
     colors = [f"C{i}" for i in range(10)]
     for ax, panel in zip(axes, panels):
@@ -108,7 +109,7 @@ def plot_rank_curves(table: pd.DataFrame, *, x_label: str, y_label: str, theory:
     """
     theory = theory or {}
     panels = list(dict.fromkeys(table["panel"])) or [""]
-    fig, axes = _grid(len(panels))
+    fig, axes = panel_grid(len(panels))
     for ax, panel in zip(axes, panels):
         sub = table[table["panel"] == panel]
         for i, (curve, c) in enumerate(sub.groupby("curve", sort=False)):

@@ -46,7 +46,7 @@ from analysis.meta import (
     theory_for,
     value_key,
 )
-from analysis.plots import plot_capacity
+from analysis.plots import panel_grid, plot_capacity
 from analysis.powerlaw import fit_powerlaw
 
 POS = re.compile(r"^acc/pos(?P<i>\d+)$")
@@ -206,12 +206,8 @@ def _parse(curve: str) -> dict[str, str]:
 # ------------------------------------------------------------------------------------------------ figure
 
 def plot_heat(heat: pd.DataFrame, n_bins: int, x_label: str, title: str):
-    from matplotlib.figure import Figure
     curves = list(dict.fromkeys(heat["curve"]))
-    fig = Figure(figsize=(4.2 * min(len(curves), 3), 3.6 * math.ceil(len(curves) / 3)))
-    axes = fig.subplots(math.ceil(len(curves) / 3), min(len(curves), 3), squeeze=False).ravel()
-    for ax in axes[len(curves):]:
-        ax.set_visible(False)
+    fig, axes = panel_grid(len(curves), width=4.2, height=3.6)
     im = None
     for ax, curve in zip(axes, curves):
         h = heat[(heat["curve"] == curve) & (heat["bin"] >= 0)]
