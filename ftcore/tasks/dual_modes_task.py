@@ -64,7 +64,7 @@ from ftcore.tasks.dual_modes import (
 )
 from ftcore.tasks.icl_baselines import least_squares
 from ftcore.tasks.icl_functions import interleave
-from ftcore.tasks.icl_regression import IclRegression, position_keys
+from ftcore.tasks.icl_regression import IclRegression, position_keys, position_metrics
 from ftcore.tasks.sequence import SequenceTask
 
 PRIORS = ("early_ascent", "regular4")
@@ -191,12 +191,8 @@ class DualModes(SequenceTask):
         pred = model(self.eval_tokens)[..., ::2, 0]                              # (E, P, K)
         sq = (pred - self.eval_ys).pow(2)                                        # (E, P, K)
         K = sq.shape[-1]
-        out = {}
-        for name, nse in (("model", sq.mean(1) / self.normalizer), ("bayes", self.bayes_nse),
-                          ("least_squares", self.ls_nse)):
-            for k, key in enumerate(position_keys(f"nse/{name}", K)):
-                out[key] = nse[:, k]
-            out[f"nse/{name}/mean"] = nse.mean(-1)
+        out = position_metrics({"model": sq.mean(1) / self.normalizer, "bayes": self.bayes_nse,
+                                "least_squares": self.ls_nse})
         for k, key in enumerate(position_keys("bayes/wrong_group", K)):
             out[key] = self.wrong_post[:, k]
         out["gap/bayes/mean"] = (pred - self.bayes_pred).pow(2).mean((1, 2)) / self.normalizer

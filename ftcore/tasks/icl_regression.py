@@ -105,6 +105,16 @@ def sample_prompts(cfg: IclRegressionConfig, gen: torch.Generator, n_prompts: in
     return fn(gen, n_prompts, n_points, cfg.dim, n_dims_truncated, **kw.get(cfg.function, {}))
 
 
+def position_metrics(curves: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """{who: per-position values (E, K)} -> `nse/<who>/kNN` (E,) for every k and `nse/<who>/mean`."""
+    out = {}
+    for who, nse in curves.items():
+        for k, key in enumerate(position_keys(f"nse/{who}", nse.shape[-1])):
+            out[key] = nse[:, k]
+        out[f"nse/{who}/mean"] = nse.mean(-1)
+    return out
+
+
 def position_keys(prefix: str, K: int) -> list[str]:
     width = max(2, len(str(K - 1)))
     return [f"{prefix}/k{k:0{width}d}" for k in range(K)]
@@ -165,11 +175,6 @@ class IclRegression(SequenceTask):
     def evaluate(self, model):
         pred = model(self.eval_tokens)[..., ::2, 0]                              # (E, P, K)
         sq = (pred - self.eval_ys).pow(2)                                        # (E, P, K)
-        K = sq.shape[-1]
-        out = {}
-        for name, nse in [("model", sq.mean(1) / self.normalizer), *self.baseline_nse.items()]:
-            for k, key in enumerate(position_keys(f"nse/{name}", K)):
-                out[key] = nse[:, k]
-            out[f"nse/{name}/mean"] = nse.mean(-1)
+        out = position_metrics({"model": sq.mean(1) / self.normalizer, **self.baseline_nse})
         out["val/mse"] = sq.mean((1, 2))
         return out
