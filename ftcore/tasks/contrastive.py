@@ -29,13 +29,13 @@ from dataclasses import dataclass
 
 import torch
 
-from ftcore.batching import TASK_DEFAULT, symmetric_infonce
+from ftcore.batching import symmetric_infonce
 from ftcore.batching.partition import Shuffle
 from ftcore.config import check
 from ftcore.models.mlp import build_model
 from ftcore.registry import TASKS
 from ftcore.seeding import generators
-from ftcore.tasks.base import Task
+from ftcore.tasks.selection import SelectionTask
 
 
 @dataclass
@@ -79,24 +79,14 @@ def distance_to_optimum(z: torch.Tensor, kind: str, z_star: torch.Tensor) -> tor
 
 
 @TASKS.register("contrastive")
-class Contrastive(Task):
+class Contrastive(SelectionTask):
     Config = ContrastiveConfig
     per_member = ContrastiveConfig.per_member
     models = ("embeddings",)
-    selects_batches = True
 
     @staticmethod
     def io_dims(cfg, model_cfg):
         return cfg.n, cfg.dim
-
-    @staticmethod
-    def selection_sizes(cfg):
-        return cfg.n, cfg.batch_size
-
-    @staticmethod
-    def check_compatible(cfg, model_cfg, adapter_cfg, train_cfg):
-        if train_cfg.batch_selection == TASK_DEFAULT:
-            Shuffle.check(cfg.n, cfg.batch_size, 0)
 
     def build_base(self):
         c0 = self.cfgs[0]

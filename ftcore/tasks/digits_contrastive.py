@@ -26,13 +26,13 @@ from dataclasses import dataclass
 
 import torch
 
-from ftcore.batching import TASK_DEFAULT, symmetric_infonce
+from ftcore.batching import symmetric_infonce
 from ftcore.batching.partition import Shuffle
 from ftcore.config import check
 from ftcore.models.mlp import build_model
 from ftcore.registry import TASKS
 from ftcore.seeding import generators
-from ftcore.tasks.base import Task
+from ftcore.tasks.selection import SelectionTask
 
 N_IMAGES, SIDE = 1797, 8
 
@@ -80,11 +80,10 @@ def augment(images: torch.Tensor, noise: float, shift: int, gen: torch.Generator
 
 
 @TASKS.register("digits_contrastive")
-class DigitsContrastive(Task):
+class DigitsContrastive(SelectionTask):
     Config = DigitsContrastiveConfig
     per_member = DigitsContrastiveConfig.per_member
     models = ("mlp",)
-    selects_batches = True
 
     @staticmethod
     def io_dims(cfg, model_cfg):
@@ -93,15 +92,6 @@ class DigitsContrastive(Task):
     @classmethod
     def rows(cls, cfg):
         return 2 * cfg.batch_size
-
-    @staticmethod
-    def selection_sizes(cfg):
-        return cfg.n, cfg.batch_size
-
-    @staticmethod
-    def check_compatible(cfg, model_cfg, adapter_cfg, train_cfg):
-        if train_cfg.batch_selection == TASK_DEFAULT:
-            Shuffle.check(cfg.n, cfg.batch_size, 0)
 
     def build_base(self):
         c0 = self.cfgs[0]
