@@ -82,8 +82,10 @@ def cmd_run(args) -> int:
     from sweeps.spec import load_spec, spec_to_yaml
     spec = load_spec(args.spec, args.overrides)
     from kernels.dispatch import choice
+    from sweeps.execute import progress_every_s
     try:
         choice()                                  # a bad FTCORE_KERNELS is a user mistake: refuse before any write
+        progress_every_s()                        # likewise a bad FTCORE_PROGRESS_S
     except ValueError as e:
         raise CliError(str(e)) from None
     out = _out_dir(spec, args.out)

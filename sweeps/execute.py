@@ -43,13 +43,23 @@ def record_head(payload: dict, member, sweep_meta: dict, trial_id: str) -> dict:
             "schema_version": SCHEMA_VERSION}
 
 
-PROGRESS_EVERY_S = float(os.environ.get("FTCORE_PROGRESS_S", "30"))   # in-trial progress at most this often
+def progress_every_s() -> float:
+    """FTCORE_PROGRESS_S: seconds between in-trial progress reports (default 30); ValueError if malformed."""
+    text = os.environ.get("FTCORE_PROGRESS_S", "30")
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ValueError(f"FTCORE_PROGRESS_S: must be a number of seconds >= 0 (got {text!r})")
+    return value
 
 
-def throttled(progress, where: dict, steps: int, every_s: float = PROGRESS_EVERY_S):
+def throttled(progress, where: dict, steps: int, every_s: float | None = None):
     """fit's report(step, info) -> progress({**where, step, steps, active, of}) at most every `every_s` s."""
     if progress is None:
         return None
+    every_s = progress_every_s() if every_s is None else every_s
     last = [time.monotonic()]
 
     def report(step: int, info: dict) -> None:

@@ -109,3 +109,13 @@ def test_overrides_may_follow_options(tmp_path):
     assert r.returncode == 2 and "adapter.rank" in r.stderr         # the trailing overrides were applied
     r = ftsweep("run", LORA, "--bogus")
     assert r.returncode == 2 and "unrecognized arguments" in r.stderr
+
+
+def test_bad_progress_interval_exit_2_nothing_written(tmp_path):
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "sweeps.cli", "run", FTC, "--out", str(out)], capture_output=True,
+                       text=True, cwd=tmp_path, timeout=120, check=False, env={**os.environ, "FTCORE_PROGRESS_S": "soon"})
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "FTCORE_PROGRESS_S" in lines[0] and "'soon'" in lines[0], r.stderr
+    assert not out.exists()
