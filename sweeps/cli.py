@@ -1,6 +1,7 @@
 """`ftsweep`: run, validate and report sweeps.
 
     ftsweep run SPEC [key=value ...] [--out DIR] [--address ADDR]
+    ftsweep resume DIR [--address ADDR]
     ftsweep validate SPEC [key=value ...]
     ftsweep report DIR
 
@@ -36,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("overrides", nargs="*", metavar="key=value")
     run.add_argument("--out", help="output directory (default: results/<sweep name>)")
     run.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    res = sub.add_parser("resume", help="finish an interrupted sweep in DIR (runs already recorded are not run again)")
+    res.add_argument("dir")
+    res.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     val = sub.add_parser("validate", help="check a sweep spec and overrides; writes nothing")
     val.add_argument("spec")
     val.add_argument("overrides", nargs="*", metavar="key=value")
@@ -44,23 +48,26 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _out_dir(spec, out: str | None) -> Path:
-    path = Path(out) if out else Path("results") / spec.name
-    if path.exists() and not path.is_dir():
-        raise CliError(f"--out {path}: exists and is not a directory")
-    if (path / "runs").exists() and any((path / "runs").glob("*.parquet")):
-        raise CliError(f"--out {path}: already holds results of a sweep; choose a new directory")
-    parent = path.resolve().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not os_access_w(parent):
-        raise CliError(f"--out {path}: not writable")
-    return path
+def _out_dir(spec, out: str | None) -> str:
+    """The output location (an absolute path, or a URI of a pyarrow filesystem); refused if it already
+    holds a sweep's results. Creates nothing."""
+    from sweeps.storage import Location, check_output
+    try:
+        where = check_output(out or str(Path("results") / spec.name))
+        taken = Location.of(where).child("runs").files("part-*.parquet")
+    except (ValueError, OSError) as e:
+        raise CliError(f"--out: {e}") from None
+    if taken:
+        raise CliError(f"--out {where}: already holds results of a sweep; choose a new directory "
+                       f"(or finish it: ftsweep resume {where})")
+    return where
 
 
-def os_access_w(path: Path) -> bool:
-    import os
-    return os.access(path, os.W_OK)
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process (the Tune driver), from getrusage (KiB on Linux)."""
+    import resource
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib / (1024 * 1024) if sys.platform == "darwin" else kib / 1024
 
 
 def cmd_validate(args) -> int:
@@ -77,26 +84,76 @@ def cmd_validate(args) -> int:
     return 0
 
 
-def cmd_run(args) -> int:
-    from sweeps.runner import run_sweep
-    from sweeps.spec import load_spec, spec_to_yaml
-    spec = load_spec(args.spec, args.overrides)
+def _check_env() -> None:
+    """Environment knobs read inside the workers: a bad value is a user mistake, refused before any write."""
     from kernels.dispatch import choice
     from sweeps.execute import progress_every_s
     try:
-        choice()                                  # a bad FTCORE_KERNELS is a user mistake: refuse before any write
-        progress_every_s()                        # likewise a bad FTCORE_PROGRESS_S
+        choice()                                  # FTCORE_KERNELS
+        progress_every_s()                        # FTCORE_PROGRESS_S
     except ValueError as e:
         raise CliError(str(e)) from None
+
+
+def cmd_run(args) -> int:
+    from sweeps.spec import load_spec, spec_to_yaml
+    from sweeps.storage import Location, join, write_bytes_atomic
+    spec = load_spec(args.spec, args.overrides)
+    _check_env()
     out = _out_dir(spec, args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "spec.yaml").write_text(spec_to_yaml(spec))
-    _say(f"sweep {spec.name} -> {out} ({'Ray at ' + args.address if args.address else 'local Ray'})")
-    counts = run_sweep(spec, out, args.address, progress=_say)
+    _check_search_storage(spec, out)
+    Location.of(out).mkdir()
+    write_bytes_atomic(join(out, "spec.yaml"), spec_to_yaml(spec).encode())
+    return _run(spec, out, args.address, resume=False)
+
+
+def cmd_resume(args) -> int:
+    from sweeps.spec import load_spec
+    from sweeps.storage import Location, check_output, is_uri
+    try:
+        out = check_output(args.dir)
+        saved = Location.of(out).child("spec.yaml")
+        text = saved.open_input().read() if saved.exists() else None
+    except (ValueError, OSError) as e:
+        raise CliError(str(e)) from None
+    if text is None:
+        raise CliError(f"{args.dir}: no spec.yaml (not a sweep output directory written by ftsweep run)")
+    if is_uri(out):
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:      # load_spec reads a file: the saved, resolved spec
+            (Path(tmp) / "spec.yaml").write_bytes(text)
+            spec = load_spec(Path(tmp) / "spec.yaml")
+    else:
+        spec = load_spec(Path(out) / "spec.yaml")
+    _check_env()
+    _check_search_storage(spec, out)
+    return _run(spec, out, args.address, resume=True)
+
+
+def _check_search_storage(spec, out: str) -> None:
+    from sweeps.storage import is_uri
+    if spec.search.kind == "optuna" and is_uri(out):
+        raise CliError(f"--out {out}: an optuna search keeps its studies in a journal file (DIR/optuna/journal.log, "
+                       "file locks); use a local or NFS path")
+
+
+def _run(spec, out: str, address: str | None, resume: bool) -> int:
+    """Run (or finish) the sweep into `out` (a path or URI), then write its report (local output only)."""
+    from sweeps.runner import run_sweep
+    verb = "resume" if resume else "sweep"
+    _say(f"{verb} {spec.name} -> {out} ({'Ray at ' + address if address else 'local Ray'})")
+    counts = run_sweep(spec, out, address, progress=_say, resume=resume)
     runs = counts["runs"]
-    _say(f"done: {runs} member runs in {counts['rounds']} round(s), {counts['wall_s']}s")
+    if resume:
+        _say(f"resumed: {counts['resumed']} runs were already recorded, {runs - counts['resumed']} ran now")
+    _say(f"done: {runs} member runs in {counts['rounds']} round(s), {counts['wall_s']}s; "
+         f"driver peak RSS {peak_rss_mib():.0f} MiB")
     if "full_grid_runs" in counts:
         _say(f"capacity search: {runs} runs ({counts['probes']} probes) vs {counts['full_grid_runs']} for the full grid over the ladder")
+    from sweeps.storage import is_uri
+    if is_uri(out):
+        _say(f"results in {out}; copy them to a local directory DIR and run: ftsweep report DIR")
+        return 0
     from analysis import write_report
     report = write_report(out)
     _say(f"report: {report}")
@@ -123,12 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     from sweeps.spec import SpecError
     parser = _parser()
     args, extra = parser.parse_known_args(argv)       # key=value overrides may follow --out/--address too
-    if extra and (args.cmd == "report" or any(e.startswith("-") for e in extra)):
+    if extra and (args.cmd in ("report", "resume") or any(e.startswith("-") for e in extra)):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
     try:
-        return {"run": cmd_run, "validate": cmd_validate, "report": cmd_report}[args.cmd](args)
+        return {"run": cmd_run, "resume": cmd_resume, "validate": cmd_validate,
+                "report": cmd_report}[args.cmd](args)
     except (SpecError, CliError) as e:
         _err(str(e))
         return USAGE_ERROR

@@ -11,7 +11,6 @@ import math
 import os
 import platform
 import time
-from pathlib import Path
 
 import torch
 
@@ -21,6 +20,7 @@ from ftcore.footprint import max_members
 from kernels.dispatch import impl_for
 from sweeps.plan import member_cost
 from sweeps.sink import SCHEMA_VERSION, ResultSink
+from sweeps.storage import join
 from sweeps.tensorboard import write_run_events
 
 
@@ -71,12 +71,14 @@ def throttled(progress, where: dict, steps: int, every_s: float | None = None):
 
 
 def run_pack(pack: list[dict], sweep_meta: dict, trial_id: str, device: str = "cpu",
-             report=None) -> tuple[list[dict], list[dict]]:
+             report=None, where: dict | None = None) -> tuple[list[dict], list[dict]]:
+    """Train one pack; its runs rows (`where`: columns naming the worker, e.g. the Ray node id) and curves."""
     members = [member_from_dict(p["config"]) for p in pack]
     t0 = time.perf_counter()
     results = ftcore.fit(members, report=report, device=device)
     wall = time.perf_counter() - t0
-    env = {"kernels_impl": impl_for(device), "device": device, "node": platform.node(), **_versions()}
+    env = {"kernels_impl": impl_for(device), "device": device, "node": platform.node(), **(where or {}),
+           **_versions()}
     runs, curves = [], []
     for p, m, r in zip(pack, members, results):
         runs.append({**record_head(p, m, sweep_meta, trial_id), **{k: _clean(v) for k, v in r.metrics.items()},
@@ -96,24 +98,38 @@ def split_for_memory(pack: list[dict], budget_bytes: float | None) -> list[list[
     return [pack[i:i + cap] for i in range(0, len(pack), cap)]
 
 
+_SINKS: dict[str, ResultSink] = {}
+
+
+def sink_for(out_dir: str) -> ResultSink:
+    """One sink per output location per worker process: a reused Tune actor keeps the sink's run_id cache from
+    trial to trial, so a commit reads only the parts written since its last one (a fresh sink per trial read
+    every runs part: quadratic in the number of trials)."""
+    if out_dir not in _SINKS:
+        _SINKS[out_dir] = ResultSink(out_dir)
+    return _SINKS[out_dir]
+
+
 def execute_trial(packs: list[list[dict]], out_dir: str, trial_id: str, sweep_meta: dict,
-                  device: str = "cpu", budget_bytes: float | None = None, progress=None) -> list[dict]:
+                  device: str = "cpu", budget_bytes: float | None = None, progress=None,
+                  where: dict | None = None) -> list[dict]:
     """Train a trial's packs one after another on `device`, each cut to fit `budget_bytes`; write the records.
-    `progress(dict)`, if given, hears where a long pack is (throttled: `throttled`)."""
+    `progress(dict)`, if given, hears where a long pack is (throttled: `throttled`); `where` is added to
+    every runs row."""
     runs, curves = [], []
     parts = [part for pack in packs for part in split_for_memory(pack, budget_bytes)]
     for i, pack in enumerate(parts):
         steps = member_from_dict(pack[0]["config"]).train.steps
         report = throttled(progress, {"pack": i + 1, "packs": len(parts)}, steps)
-        r, c = run_pack(pack, sweep_meta, trial_id, device, report)
+        r, c = run_pack(pack, sweep_meta, trial_id, device, report, where)
         runs += r
         curves += c
-    ResultSink(out_dir).write_pack(trial_id, runs, curves)
-    write_tensorboard(Path(out_dir) / "tb", runs, curves)
+    sink_for(out_dir).write_pack(trial_id, runs, curves)
+    write_tensorboard(join(out_dir, "tb"), runs, curves)
     return runs
 
 
-def write_tensorboard(tb_root: Path, runs: list[dict], curves: list[dict]) -> None:
+def write_tensorboard(tb_root: str, runs: list[dict], curves: list[dict]) -> None:
     by_run: dict[str, list[dict]] = {}
     for c in curves:
         by_run.setdefault(c["run_id"], []).append({k: v for k, v in c.items() if k != "run_id"})

@@ -24,6 +24,7 @@ from sweeps.plan import plan_trials
 from sweeps.search.base import make_search
 from sweeps.sink import ResultSink
 from sweeps.spec import SpecError, SweepSpec
+from sweeps.storage import is_uri, join
 from sweeps.trainable import trainable_for
 
 
@@ -38,10 +39,13 @@ def sweep_meta(spec: SweepSpec) -> dict:
 
 
 class PackSearcher(Searcher):
-    def __init__(self, spec: SweepSpec, out_dir: Path, n_slots: int, progress, budget_bytes: float | None = None):
+    def __init__(self, spec: SweepSpec, out_dir: Path, n_slots: int, progress, budget_bytes: float | None = None,
+                 recorded: dict[str, dict] | None = None):
         super().__init__(metric="n_runs", mode="max")
-        self.spec, self.out, self.n_slots, self.progress = spec, Path(out_dir), n_slots, progress
+        self.spec, self.out, self.n_slots, self.progress = spec, str(out_dir), n_slots, progress
         self.budget_bytes = budget_bytes
+        self.recorded = recorded or {}        # resume: run_id -> its committed row (not run again)
+        self.resumed = 0
         self.search = make_search(spec, out_dir)
         self.meta = sweep_meta(spec)
         self.queue: list[list] = []
@@ -61,13 +65,27 @@ class PackSearcher(Searcher):
         """See `save`."""
 
     def _advance(self) -> None:
-        if self.search.round:
-            self.search.record(self.round_rows)
-        self.round_rows = []
-        probes = self.search.next_round()
-        if probes is None:
-            self.finished = True
-            return
+        """Record the finished round and plan the next one. On resume a probe whose run_id is already
+        committed is not run: its recorded row joins the round (so the search replays the same decisions),
+        and a round made only of such probes is recorded at once."""
+        while True:
+            if self.search.round:
+                self.search.record(self.round_rows)
+            probes = self.search.next_round()
+            if probes is None:
+                self.finished = True
+                return
+            todo = [p for p in probes if p.member.run_id() not in self.recorded]
+            self.round_rows = [{**self.recorded[p.member.run_id()], **p.meta} for p in probes
+                               if p.member.run_id() in self.recorded]
+            self.resumed += len(self.round_rows)
+            self.done_runs += len(self.round_rows)
+            if todo:
+                break
+            self.progress(f"round {self.search.round}: all {len(probes)} runs already recorded | {self._elapsed()}")
+        if len(todo) < len(probes):
+            self.progress(f"round {self.search.round}: {len(probes) - len(todo)} of {len(probes)} runs already recorded")
+        probes = todo
         members = [p.member for p in probes]
         ex = self.spec.execution
         trials = plan_trials(members, self.n_slots, ex.pack_size or auto_pack_size(len(members), self.n_slots),
@@ -93,7 +111,7 @@ class PackSearcher(Searcher):
         packs = self.queue.pop(0)
         self.outstanding[trial_id] = packs
         ex = self.spec.execution
-        return {"packs": packs, "out": str(self.out), "storage": str(self.out / "ray"), "cpus": ex.cpus_per_trial,
+        return {"packs": packs, "out": self.out, "storage": join(self.out, "ray"), "cpus": ex.cpus_per_trial,
                 "threads": ex.cpus_per_trial, "gpus": ex.gpus_per_trial, "memory_fraction": ex.memory_fraction,
                 "budget_bytes": self.budget_bytes, "sweep_meta": self.meta}
 
@@ -146,8 +164,20 @@ def auto_pack_size(n_members: int, n_slots: int) -> int:
     return max(1, math.ceil(n_members / max(n_slots, 1)))
 
 
-def run_sweep(spec: SweepSpec, out_dir: Path, address: str | None = None, progress=print) -> dict:
-    out_dir = Path(out_dir).resolve()
+def recorded_rows(out_dir: str) -> dict[str, dict]:
+    """Resume: the committed runs rows of `out_dir` by run_id. Parts of `failed` rows (a trial that failed
+    after its retries) are dropped first, so those runs are tried again."""
+    sink = ResultSink(out_dir)
+    sink.drop_parts("-failed")
+    return {r["run_id"]: r for r in sink.read_table("runs").to_pylist()}
+
+
+def run_sweep(spec: SweepSpec, out_dir: str | Path, address: str | None = None, progress=print,
+              resume: bool = False) -> dict:
+    """Run `spec` into `out_dir` (a path or a pyarrow-filesystem URI); with `resume`, runs already committed
+    there are not run again."""
+    out_dir = out_dir if is_uri(out_dir) else str(Path(out_dir).resolve())
+    recorded = recorded_rows(out_dir) if resume else None
     started = init_ray(address)
     try:
         ex = spec.execution
@@ -159,18 +189,19 @@ def run_sweep(spec: SweepSpec, out_dir: Path, address: str | None = None, progre
                             f"{resources.get('CPU', 0):g} CPU and {resources.get('GPU', 0):g} GPU")
         os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(n_slots)
         budget = ex.memory_fraction * resources.get("memory", 0) / n_slots or None    # bytes per CPU slot
-        searcher = PackSearcher(spec, out_dir, n_slots, progress, budget)
+        searcher = PackSearcher(spec, out_dir, n_slots, progress, budget, recorded)
         tuner = ray.tune.Tuner(
             trainable_for(ex.worker, ex.cpus_per_trial, ex.gpus_per_trial),
             tune_config=ray.tune.TuneConfig(search_alg=searcher, num_samples=-1, max_concurrent_trials=n_slots,
                                             reuse_actors=True, trial_dirname_creator=lambda t: t.trial_id,
                                             trial_name_creator=lambda t: t.trial_id),
-            run_config=ray.tune.RunConfig(name="tune", storage_path=str(out_dir / "ray"), verbose=0,
+            run_config=ray.tune.RunConfig(name="tune", storage_path=join(out_dir, "ray"), verbose=0,
                                           failure_config=ray.tune.FailureConfig(max_failures=spec.execution.max_failures)),
         )
         tuner.fit()
         counts = searcher.search.counts()
         counts["wall_s"] = round(time.time() - searcher.t0, 1)
+        counts["resumed"] = searcher.resumed
         return counts
     finally:
         if started:

@@ -5,13 +5,19 @@ A sweep output directory ``DIR`` holds two datasets, one file per pack::
     DIR/curves/part-<part>.parquet   one row per (run_id, step), metric columns
     DIR/runs/part-<part>.parquet     one row per member run (config, final metrics, ...)
 
+``DIR`` is a local/NFS path or a URI of a pyarrow filesystem (``s3://bucket/prefix``,
+``gs://...``, ``file:///abs/path``); all file access goes through ``sweeps.storage``.
+
 Why it looks like this:
 
 * One file per pack, written whole, so many Ray Train workers can write to the same
   directory at once without locks or appends (Parquet files cannot be appended to).
 * Every file is written to a hidden temp file (leading ".", which pyarrow dataset discovery
   and our own globs ignore), fsynced, then ``os.replace``-d into place: a reader sees the
-  old file or the new one, never half of one, even if the writer is killed.
+  old file or the new one, never half of one, even if the writer is killed.  That is for
+  local paths and ``file://``; on object stores (S3, GCS, Azure) a part is serialized in
+  memory and uploaded as one object, which becomes visible only when the upload completes,
+  so the guarantee is the same (other filesystems: hidden temp file + move).
 * Curves are written before runs, and the runs part is the commit marker: a pack whose runs
   part is missing did not happen (its curves part, if any, is an orphan that readers skip
   and a retry of the same part overwrites).
@@ -19,6 +25,7 @@ Why it looks like this:
   committed in another part are dropped, so a run_id is recorded once.  This check is
   best-effort against *concurrent* writers of the same run_id (no lock); run_ids are hashes
   of distinct configs, so that only happens on a resume racing its own first attempt.
+  On object stores "committed" means "listed": S3 and GCS listings are strongly consistent.
 
 The sink adds nothing to rows: schema_version, versions etc. are the caller's columns.
 """
@@ -26,14 +33,14 @@ The sink adds nothing to rows: schema_version, versions etc. are the caller's co
 from __future__ import annotations
 
 import logging
-import os
 import re
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from sweeps.atomic import atomic_open
+from sweeps.storage import Location, is_uri, join
 
 SCHEMA_VERSION = 1
 
@@ -66,57 +73,49 @@ def _column(name: str, values: list) -> pa.Array:
         raise TypeError(f"column {name!r}: values do not fit one Arrow type: {e}") from e
 
 
-def write_table_atomic(rows: list[dict], path: Path) -> Path:
-    """Write ``rows`` as Parquet at ``path`` so that ``path`` is never visible half-written.
+def write_table_atomic(rows: list[dict], path: Path | str) -> Path | str:
+    """Write ``rows`` as Parquet at ``path`` (a path or URI) so that it is never visible
+    half-written; returns ``path``.
 
-    temp file ".<name>.<random>.tmp" in the same directory (same filesystem, so the rename
-    is atomic; hidden, so discovery ignores it) -> fsync -> os.replace -> fsync the directory
-    (so the rename itself survives a power loss).  On any error the temp file is removed and
-    an existing ``path`` is left untouched.
+    Local: temp file ".<name>.<random>.tmp" in the same directory (same filesystem, so the
+    rename is atomic; hidden, so discovery ignores it) -> fsync -> os.replace -> fsync the
+    directory (so the rename itself survives a power loss).  On any error the temp file is
+    removed and an existing ``path`` is left untouched.  Object stores: one upload of the
+    whole file (see ``sweeps.storage``).
     """
-    return _write_atomic(rows_to_table(rows), Path(path))
+    _write_atomic(rows_to_table(rows), Location.of(path))
+    return path if is_uri(path) else Path(path)
 
 
-def _write_atomic(table: pa.Table, path: Path) -> Path:
-    with atomic_open(path) as f:  # our handle, so fsync hits the very bytes just written
+def _write_atomic(table: pa.Table, where: Location) -> None:
+    # local: our handle, so the fsync hits the very bytes just written
+    with where.open_atomic() as f:
         pq.write_table(table, f)
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Best effort: some filesystems (and all of Windows) refuse fsync on a directory."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------- sink
 class ResultSink:
-    """Writer of ``out_dir/{runs,curves}/part-<part>.parquet``; see the module docstring."""
+    """Writer of ``out_dir/{runs,curves}/part-<part>.parquet``; see the module docstring.
 
-    def __init__(self, out_dir: Path | str):
-        self.out_dir = Path(out_dir)
+    ``out_dir``: a path, a URI, or a ``storage.Location``.  ``self.out_dir`` is a ``Path``
+    for a plain path and the URI string otherwise.  Creates ``runs/`` and ``curves/``.
+    """
+
+    def __init__(self, out_dir: Path | str | Location):
+        self._where = Location.of(out_dir)
+        self._plain = not isinstance(out_dir, Location) and not is_uri(out_dir)
+        self.out_dir: Path | str = Path(out_dir) if self._plain else self._where.where
         for kind in _KINDS:
-            (self.out_dir / kind).mkdir(parents=True, exist_ok=True)
+            self._where.child(kind).mkdir()
         # part file name -> ((mtime_ns, size), run_ids): a driver writing thousands of packs
         # should not re-read every runs part for every pack.
         self._ids_cache: dict[str, tuple[tuple[int, int], frozenset[str]]] = {}
 
-    def part_path(self, kind: str, part: str) -> Path:
-        """Path of one part file; refuses names that could escape or hide the file."""
-        if kind not in _KINDS:
-            raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
-        if not isinstance(part, str) or not _PART_RE.fullmatch(part):
-            raise ValueError(f"part name must match [A-Za-z0-9_.-]+, got {part!r}")
-        return self.out_dir / kind / f"part-{part}.parquet"
+    def part_path(self, kind: str, part: str) -> Path | str:
+        """Path (URI for a URI sink) of one part file; refuses names that could escape or
+        hide the file."""
+        name = self._part_name(kind, part)
+        return self.out_dir / kind / name if self._plain else join(self.out_dir, kind, name)
 
     def write_pack(self, part: str, runs: list[dict], curves: list[dict]) -> int:
         """Commit one pack: curves first, then runs (the commit marker).
@@ -125,7 +124,8 @@ class ResultSink:
         already committed in another part are dropped with their curve rows.
         Returns the number of run rows skipped for that reason.
         """
-        runs_path, curves_path = self.part_path("runs", part), self.part_path("curves", part)
+        runs_loc = self._where.child("runs", self._part_name("runs", part))
+        curves_loc = self._where.child("curves", self._part_name("curves", part))
         _check_pack(runs, curves)
         elsewhere = set().union(*(ids for p, ids in self._ids_by_part().items() if p != part))
         keep_runs = [r for r in runs if r["run_id"] not in elsewhere]
@@ -134,18 +134,32 @@ class ResultSink:
             log.warning("part %s: skipped %d run(s) already recorded in other parts", part, skipped)
         keep_curves = [c for c in curves if c["run_id"] not in elsewhere]
         if not keep_runs:  # an empty pack replaces this part with nothing
-            runs_path.unlink(missing_ok=True)  # marker first: never a runs part without curves
-            curves_path.unlink(missing_ok=True)
+            runs_loc.delete()  # marker first: never a runs part without curves
+            curves_loc.delete()
             return skipped
         # convert both before writing either, so a bad value leaves no file at all
         runs_table = rows_to_table(keep_runs)
         curves_table = rows_to_table(keep_curves) if keep_curves else None
         if curves_table is not None:
-            _write_atomic(curves_table, curves_path)
+            _write_atomic(curves_table, curves_loc)
         else:
-            curves_path.unlink(missing_ok=True)
-        _write_atomic(runs_table, runs_path)
+            curves_loc.delete()
+        _write_atomic(runs_table, runs_loc)
         return skipped
+
+    def drop_parts(self, suffix: str) -> int:
+        """Delete the runs and curves parts whose part name ends with ``suffix`` (e.g. the
+        ``<trial>-failed`` parts on resume), runs first (the commit marker).  Returns the
+        number of runs parts removed."""
+        if not isinstance(suffix, str) or not _PART_RE.fullmatch(suffix):
+            raise ValueError(f"suffix must match [A-Za-z0-9_.-]+, got {suffix!r}")
+        removed = 0
+        for kind in _KINDS:  # runs first
+            for info in self._parts(kind):
+                gone = (_part_of(info).endswith(suffix)
+                        and self._where.child(kind, info.base_name).delete())
+                removed += bool(gone and kind == "runs")
+        return removed
 
     def run_ids(self) -> set[str]:
         """All committed run_ids (reads only the run_id column of each runs part)."""
@@ -153,40 +167,56 @@ class ResultSink:
 
     def n_runs(self) -> int:
         """Number of committed run rows, from Parquet footers (no data pages read)."""
-        return sum(pq.ParquetFile(p).metadata.num_rows for p in self._parts("runs"))
+        total = 0
+        for info in self._parts("runs"):
+            with self._where.child("runs", info.base_name).open_input() as f:
+                total += pq.ParquetFile(f).metadata.num_rows
+        return total
 
     def read_table(self, kind: str) -> pa.Table:
         """Committed rows of ``kind`` as one table (a convenience for tests and debugging;
         analysis has its own reader).  Curves of uncommitted packs are left out."""
-        committed = {p.name for p in self._parts("runs")}
-        paths = [p for p in self._parts(kind) if p.name in committed]
-        tables = [pq.read_table(p) for p in paths]
+        committed = {i.base_name for i in self._parts("runs")}
+        infos = [i for i in self._parts(kind) if i.base_name in committed]
+        tables = [pq.read_table(i.path, filesystem=self._where.fs) for i in infos]
         return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
 
     # ------------------------------------------------------------------ internals
-    def _parts(self, kind: str) -> list[Path]:
+    @staticmethod
+    def _part_name(kind: str, part: str) -> str:
+        if kind not in _KINDS:
+            raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
+        if not isinstance(part, str) or not _PART_RE.fullmatch(part):
+            raise ValueError(f"part name must match [A-Za-z0-9_.-]+, got {part!r}")
+        return f"part-{part}.parquet"
+
+    def _parts(self, kind: str) -> list[pafs.FileInfo]:
         """Visible part files only: the "part-" prefix excludes hidden temp files."""
-        return sorted((self.out_dir / kind).glob("part-*.parquet"))
+        return self._where.child(kind).files("part-*.parquet")
 
     def _ids_by_part(self) -> dict[str, frozenset[str]]:
         """part name -> its run_ids, re-reading a file only when its mtime/size changed."""
         out: dict[str, frozenset[str]] = {}
-        for path in self._parts("runs"):
+        for info in self._parts("runs"):
             try:
-                ids = self._cached_ids(path)
-            except FileNotFoundError:  # removed by a concurrent empty rewrite since the glob
+                ids = self._cached_ids(info)
+            except FileNotFoundError:  # removed by a concurrent empty rewrite since the listing
                 continue
-            out[path.name[len("part-") : -len(".parquet")]] = ids
+            out[_part_of(info)] = ids
         return out
 
-    def _cached_ids(self, path: Path) -> frozenset[str]:
-        st = path.stat()
-        key = (st.st_mtime_ns, st.st_size)
-        cached = self._ids_cache.get(path.name)
-        if cached is None or cached[0] != key:
-            ids = pq.read_table(path, columns=["run_id"]).column("run_id").to_pylist()
-            cached = self._ids_cache[path.name] = (key, frozenset(ids))
+    def _cached_ids(self, info: pafs.FileInfo) -> frozenset[str]:
+        key = (info.mtime_ns, info.size)
+        cached = self._ids_cache.get(info.base_name)
+        if cached is None or cached[0] != key or info.mtime_ns is None:  # no mtime: no caching
+            table = pq.read_table(info.path, columns=["run_id"], filesystem=self._where.fs)
+            cached = self._ids_cache[info.base_name] = (key, frozenset(table["run_id"].to_pylist()))
         return cached[1]
+
+
+def _part_of(info: pafs.FileInfo) -> str:
+    """"part-<part>.parquet" -> "<part>"."""
+    return info.base_name[len("part-") : -len(".parquet")]
 
 
 def _check_pack(runs: list[dict], curves: list[dict]) -> None:

@@ -22,9 +22,14 @@ columns.  Without any experiment summary the plugin derives the columns from all
 start infos and scalar tags, so per-run sessions alone are a complete dashboard;
 ``write_experiment_config`` adds declared domains and metric order on top.
 
+``tb_root`` may be a local/NFS path or a URI of a pyarrow filesystem (``s3://bucket/x/tb``,
+``file:///abs/tb``); paths are joined with ``sweeps.storage``.  TensorBoard reads such URIs
+with its own file layer.
+
 Files are written synchronously to a hidden temp name, then renamed (TensorBoard only reads
 names containing "tfevents"), so no writer thread or handle outlives the call and a killed
-worker leaves no half file.  A retry replaces the directory's older events files, so a
+worker leaves no half file.  On object stores (S3, GCS, Azure) the file is built in memory
+and uploaded as one object instead, visible only once complete.  A retry replaces the directory's older events files, so a
 re-run pack does not double its points.  No Ray, no torch: plain tensorboard protos.
 """
 
@@ -44,7 +49,7 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from tensorboard.summary.writer.record_writer import RecordWriter
 
-from sweeps.atomic import atomic_open
+from sweeps.storage import Location, is_uri, join
 
 _RUN_ID_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 _STATUS = {"ok": api_pb2.STATUS_SUCCESS, "diverged": api_pb2.STATUS_FAILURE,
@@ -53,7 +58,7 @@ _STATUS = {"ok": api_pb2.STATUS_SUCCESS, "diverged": api_pb2.STATUS_FAILURE,
 
 # --------------------------------------------------------------------------- public API
 def write_run_events(
-    tb_root: Path,
+    tb_root: Path | str | Location,
     run_id: str,
     curve_rows: list[dict],
     hparams: dict,
@@ -69,7 +74,7 @@ def write_run_events(
     skipped, lists as JSON-ish strings).  final_metrics: numeric final values, written at the
     last curve step under their own tags.  ``group``: sessions sharing it are aggregated by
     the dashboard (e.g. the seeds of one config); empty = one group per run.
-    Returns the events file written.
+    Returns the events file written (a ``Path`` for a plain-path root, else a URI string).
     """
     if not isinstance(run_id, str) or not _RUN_ID_RE.fullmatch(run_id):
         raise ValueError(f"run_id must match [A-Za-z0-9_-][A-Za-z0-9_.-]*, got {run_id!r}")
@@ -89,11 +94,11 @@ def write_run_events(
                                          end_time_secs=now)
     events.append(_hparams_event(metadata.SESSION_END_INFO_TAG, last_step, now,
                                  plugin_data_pb2.HParamsPluginData(session_end_info=end)))
-    return _write_events_file(Path(tb_root) / run_id, events)
+    return _write_events_file(tb_root, [run_id], events)
 
 
 def write_experiment_config(
-    tb_root: Path, hparam_domains: dict[str, list], metric_tags: list[str]
+    tb_root: Path | str | Location, hparam_domains: dict[str, list], metric_tags: list[str]
 ) -> Path:
     """Declare the HParams dashboard's columns at ``tb_root`` (run "." in TensorBoard).
 
@@ -110,7 +115,7 @@ def write_experiment_config(
     )
     event = _hparams_event(metadata.EXPERIMENT_TAG, 0, time.time(),
                            plugin_data_pb2.HParamsPluginData(experiment=exp))
-    return _write_events_file(Path(tb_root), [event])
+    return _write_events_file(tb_root, [], [event])
 
 
 # --------------------------------------------------------------------------- values
@@ -120,7 +125,7 @@ def _numeric(row: dict, skip: tuple[str, ...] = ()) -> dict[str, float]:
     for key, value in row.items():
         if key in skip or value is None:
             continue
-        if isinstance(value, bool) or isinstance(value, numbers.Real):
+        if isinstance(value, (bool, numbers.Real)):
             out[key] = float(value)
     return out
 
@@ -196,20 +201,23 @@ def _hparams_event(tag: str, step: int, wall_time: float,
                            summary=summary_pb2.Summary(value=[value]))
 
 
-def _write_events_file(directory: Path, events: list[event_pb2.Event]) -> Path:
-    """Write events (after the file_version header) to a new events file in ``directory``,
+def _write_events_file(tb_root: Path | str | Location, sub: list[str],
+                       events: list[event_pb2.Event]) -> Path | str:
+    """Write events (after the file_version header) to a new events file in ``tb_root/*sub``,
     atomically, then delete the directory's older events files (a retry replaces them)."""
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = Location.of(tb_root).child(*sub)
+    directory.mkdir()
     token = uuid.uuid4().hex[:8]
     host, pid = socket.gethostname(), os.getpid()
     name = f"events.out.tfevents.{int(time.time()):010d}.{host}.{pid}.{token}"
-    final, tmp = directory / name, directory / f".{token}.tmp"
     header = event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")
-    with atomic_open(final, tmp.name) as f:
+    with directory.child(name).open_atomic(f".{token}.tmp") as f:
         writer = RecordWriter(f)
         for event in [header, *events]:
             writer.write(event.SerializeToString())
-    for old in directory.glob("events.out.tfevents.*"):
-        if old != final:
-            old.unlink(missing_ok=True)
-    return final
+    for old in directory.files("events.out.tfevents.*"):
+        if old.base_name != name:
+            directory.child(old.base_name).delete()
+    if isinstance(tb_root, Location) or is_uri(tb_root):
+        return join(directory.where, name)
+    return Path(tb_root, *sub, name)

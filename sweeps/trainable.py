@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 
+import ray
 import ray.train
 import ray.tune
 
@@ -36,8 +37,9 @@ def _train_packs(config: dict, trial_id: str, progress=None) -> dict:
     if device == "cuda":   # this trial's share of its GPU's memory
         total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
         budget = config["memory_fraction"] * min(gpus, 1.0) * total
+    where = {"ray_node_id": ray.get_runtime_context().get_node_id()}
     rows = execute_trial(config["packs"], config["out"], trial_id, config["sweep_meta"], device=device,
-                         budget_bytes=budget, progress=progress)
+                         budget_bytes=budget, progress=progress, where=where)
     return {"rows": json.dumps(rows, default=str), "n_runs": len(rows)}
 
 

@@ -70,3 +70,42 @@ def test_capacity_driver_on_real_training(tmp_path):
     for g, t in th.items():
         ok = [r["fit/success"] for r in rows if r["group"] == g and r["adapter.width"] == t]
         assert len(ok) == 2 and sum(v > 0.5 for v in ok) >= 1
+
+
+def run_round(spec: SweepSpec, search, probes) -> list[dict]:
+    payloads, rows = [p.payload() for p in probes], []
+    for pack in plan_packs([p.member for p in probes]):
+        rows += run_pack([payloads[i] for i in pack], sweep_meta(spec), f"r{search.round}")[0]
+    return rows
+
+
+def test_optuna_resume_asks_what_an_undisturbed_study_asks(tmp_path):
+    """The driver dies after asking round 2 (its trials RUNNING in the journal, never told); a new driver on
+    the same journal runs those proposals again and then asks the same round 3 as an undisturbed run."""
+    from sweeps.spec import ParamRange
+    spec = lora_spec(only={"train.method": "adam"}, params={"train.lr": ParamRange(1e-3, 1e-1, True)},
+                     n_trials=6, batch=2)
+    _, undisturbed = run_rounds(spec, tmp_path / "ref")
+    expected = sorted(r["run_id"] for r in undisturbed)
+
+    first = make_search(spec, tmp_path / "out")
+    rows = run_round(spec, first, first.next_round())
+    first.record(rows)
+    lost = first.next_round()                       # asked, then the driver dies: nothing told
+    assert lost and all("optuna.trial" in p.meta for p in lost)
+    del first
+
+    search = make_search(spec, tmp_path / "out")
+    again = search.next_round()
+    assert sorted(p.member.run_id() for p in again if "optuna.trial" in p.meta) == sorted(p.member.run_id() for p in lost)
+    recorded = {r["run_id"]: r for r in rows}          # the runner's replay: recorded rows of this round's probes
+    todo = [p for p in again if p.member.run_id() not in recorded]
+    replayed = [{**recorded[p.member.run_id()], **p.meta} for p in again if p.member.run_id() in recorded]
+    assert replayed and todo
+    search.record(replayed + run_round(spec, search, todo))
+    while (probes := search.next_round()) is not None:
+        rows_n = run_round(spec, search, probes)
+        search.record(rows_n)
+        rows += rows_n
+    got = {r["run_id"] for r in rows} | {p.member.run_id() for p in lost}
+    assert sorted(got) == expected

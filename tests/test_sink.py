@@ -124,7 +124,7 @@ def test_disk_full_mid_write_leaves_no_file(tmp_path):
     after the temp file has been created and partly written."""
     out = subprocess.run(
         [sys.executable, "-c", _MID_WRITE, str(tmp_path / "part-x.parquet")],
-        capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[1],
+        check=False, capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[1],
     )
     assert "raised" in out.stdout, out.stderr
     assert _all(tmp_path) == []  # neither the part nor the temp file
@@ -212,3 +212,69 @@ def test_sink_adds_nothing(tmp_path):
     sink.write_pack("p0", [{"run_id": "a", "x": 1}], [{"run_id": "a", "step": 0, "m": 2.0}])
     assert sink.read_table("runs").column_names == ["run_id", "x"]
     assert sink.read_table("curves").column_names == ["run_id", "step", "m"]
+
+
+# ------------------------------------------------------------------ URIs (sweeps.storage)
+def _fill(sink: ResultSink) -> None:
+    sink.write_pack("p0", [_run("a", **{"adapter.rank": 4}), _run("b")], _curve("a") + _curve("b"))
+    sink.write_pack("p1", [_run("b"), _run("c", note="x")], _curve("c", steps=2))
+    sink.write_pack("t3-failed", [_run("d", status="failed")], [])
+
+
+def test_uri_round_trip_equals_path(tmp_path):
+    by_path, by_uri = ResultSink(tmp_path / "p"), ResultSink(f"file://{tmp_path}/u")
+    _fill(by_path)
+    _fill(by_uri)
+    assert by_uri.out_dir == f"file://{tmp_path}/u" and by_path.out_dir == tmp_path / "p"
+    for kind in ("runs", "curves"):
+        assert by_uri.read_table(kind).equals(by_path.read_table(kind))
+        assert _all(tmp_path / "u" / kind) == _all(tmp_path / "p" / kind)  # no temp files
+    assert by_uri.run_ids() == by_path.run_ids() == {"a", "b", "c", "d"}
+    assert by_uri.n_runs() == by_path.n_runs() == 4
+    part = by_uri.part_path("runs", "p1")
+    assert part == f"file://{tmp_path}/u/runs/part-p1.parquet"
+    assert pq.read_table(part).column("run_id").to_pylist() == ["c"]  # b was in p0
+    # analysis reads the plain directory the URI named
+    assert ds.dataset(tmp_path / "u" / "runs", format="parquet").count_rows() == 4
+
+
+def test_write_table_atomic_to_uri(tmp_path):
+    uri = f"file://{tmp_path}/t.parquet"
+    assert write_table_atomic([{"x": 1}], uri) == uri
+    with pytest.raises(TypeError):
+        write_table_atomic([{"x": object()}], uri)
+    assert pq.read_table(tmp_path / "t.parquet").to_pylist() == [{"x": 1}]
+    assert _all(tmp_path) == ["t.parquet"]
+
+
+def test_uri_cache_sees_rewrites(tmp_path):
+    sink = ResultSink(f"file://{tmp_path}")
+    sink.write_pack("p0", [_run("a")], [])
+    assert sink.run_ids() == {"a"}
+    ResultSink(tmp_path).write_pack("p0", [_run("z")], [])  # another process, by path
+    assert sink.run_ids() == {"z"}
+
+
+@pytest.mark.parametrize("as_uri", [False, True])
+def test_drop_parts(tmp_path, as_uri):
+    sink = ResultSink(f"file://{tmp_path}" if as_uri else tmp_path)
+    sink.write_pack("t1", [_run("a")], _curve("a"))
+    sink.write_pack("t2-failed", [_run("b", status="failed")], _curve("b"))
+    sink.write_pack("t3-failed", [_run("c", status="failed")], [])
+    write_table_atomic(_curve("e"), sink.part_path("curves", "t4-failed"))  # orphan curves
+    assert sink.drop_parts("-failed") == 2
+    assert _all(tmp_path / "runs") == ["part-t1.parquet"]
+    assert _all(tmp_path / "curves") == ["part-t1.parquet"]
+    assert sink.run_ids() == {"a"} and sink.read_table("curves").num_rows == 3
+    assert sink.drop_parts("-failed") == 0
+    sink.write_pack("t2", [_run("b")], [])  # the resumed trial may now record b
+    assert sink.run_ids() == {"a", "b"}
+
+
+@pytest.mark.parametrize("suffix", ["", "a/b", None])
+def test_drop_parts_refuses_bad_suffix(tmp_path, suffix):
+    sink = ResultSink(tmp_path)
+    sink.write_pack("t1", [_run("a")], [])
+    with pytest.raises(ValueError, match="suffix"):
+        sink.drop_parts(suffix)
+    assert sink.run_ids() == {"a"}

@@ -141,7 +141,7 @@ def test_refusals(tmp_path):
 def test_no_ray_no_torch_imported():
     code = ("import sys, sweeps.sink, sweeps.tensorboard; "
             "print(sorted(m for m in ('ray', 'torch') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True,
                          timeout=60, cwd=Path(__file__).parents[1])
     assert out.stdout.strip() == "[]", out.stderr
 
@@ -185,3 +185,28 @@ def test_dashboard_shows_each_run_as_a_session(tmp_path, with_config):
     assert metrics["train/loss"] == (30, 0.125)  # the final metric, not the curve's last point
     assert metrics["fit/acc"] == (30, 0.75) and metrics["fit/success"] == (30, 1.0)
     assert [s.status for s in groups["r0"].sessions] == [api_pb2.STATUS_SUCCESS]
+
+
+# ------------------------------------------------------------------ URIs (sweeps.storage)
+def test_events_via_file_uri(tmp_path):
+    root = f"file://{tmp_path}/tb"
+    first = _write(root, "r0")
+    assert isinstance(first, str) and first.startswith(f"{root}/r0/events.out.tfevents.")
+    again = _write(root, "r0")  # retry replaces the older file
+    assert again != first and [p.name for p in (tmp_path / "tb" / "r0").iterdir()] == [
+        again.rsplit("/", 1)[1]]
+    write_experiment_config(root, {"adapter.rank": [4, 8]}, ["train/loss"])
+    acc = _acc(tmp_path / "tb" / "r0")
+    assert [s for s, _ in _scalars(acc, "train/loss")] == [0, 10, 20, 30, 30]
+    assert _scalars(acc, "fit/acc") == [(30, 0.75)]
+    content = _acc(tmp_path / "tb").PluginTagToContent(metadata.PLUGIN_NAME)
+    assert set(content) == {metadata.EXPERIMENT_TAG}
+    tree = _tree(tmp_path / "tb")  # one run dir, one file in it, one experiment file
+    files = [p for p in tree if p != "r0"]
+    assert len(tree) == 3 and "r0" in tree and (tmp_path / "tb" / "r0").is_dir()
+    assert all(Path(p).name.startswith("events.out.tfevents.") for p in files)
+
+
+def test_plain_path_return_type_unchanged(tmp_path):
+    assert _write(tmp_path, "r0").parent == tmp_path / "r0"
+    assert write_experiment_config(str(tmp_path), {}, []).parent == tmp_path

@@ -37,11 +37,20 @@ class OptunaDriver(RoundSearch):
         self.untuned = [g for g in self.points if g not in self.tuned]
         self.studies = {g: optuna.create_study(
             study_name=f"{spec.name}:{g}", storage=self.storage, load_if_exists=True,
-            direction="minimize" if s.mode == "min" else "maximize",
-            sampler=optuna.samplers.TPESampler(seed=s.sampler_seed + zlib.crc32(g.encode()) % 10_000,
-                                               n_startup_trials=s.batch))   # model after the first batch
-            for g in self.tuned}
-        self.open: dict[tuple[str, int], optuna.trial.Trial] = {}
+            direction="minimize" if s.mode == "min" else "maximize") for g in self.tuned}
+        self.open: set[tuple[str, int]] = set()     # (group, optuna trial number) asked, not yet told
+
+    def _sampler(self, g: str, number: int) -> optuna.samplers.BaseSampler:
+        """TPE seeded by (group, trial number): a proposal depends only on the study's told trials, so a
+        resumed sweep (`ftsweep resume`, studies reloaded from the journal) asks what an undisturbed one
+        would have asked. Modelling starts after the first batch."""
+        s = self.spec.search
+        seed = s.sampler_seed + zlib.crc32(g.encode()) % 10_000 + 100_003 * number
+        return optuna.samplers.TPESampler(seed=seed % 2**32, n_startup_trials=s.batch)
+
+    def _reissued(self, g: str) -> list[optuna.trial.FrozenTrial]:
+        """Trials of the journal asked but never told (the driver died mid-round): run them again."""
+        return [t for t in self.studies[g].trials if t.state == TrialState.RUNNING and (g, t.number) not in self.open]
 
     def _base(self, key: str):
         section, _, fld = key.partition(".")
@@ -58,11 +67,17 @@ class OptunaDriver(RoundSearch):
             for g in self.untuned:
                 probes += self.probes(self.points[g], g)
         for g in self.tuned:
-            for _ in range(min(s.batch, s.n_trials - self._asked(g))):
-                trial = self.studies[g].ask()
-                params = {k: trial.suggest_float(k, r.low, r.high, log=r.log) for k, r in s.params.items()}
-                self.open[(g, trial.number)] = trial
-                probes += self.probes({**self.points[g], **params}, g, {"optuna.trial": trial.number})
+            study, asked = self.studies[g], []
+            reissued = self._reissued(g)
+            for t in reissued:
+                asked.append((t.number, {k: t.params[k] for k in s.params}))
+            for _ in range(min(s.batch - len(reissued), s.n_trials - self._asked(g))):
+                study.sampler = self._sampler(g, len(study.trials))
+                trial = study.ask()
+                asked.append((trial.number, {k: trial.suggest_float(k, r.low, r.high, log=r.log) for k, r in s.params.items()}))
+            for number, params in asked:
+                self.open.add((g, number))
+                probes += self.probes({**self.points[g], **params}, g, {"optuna.trial": number})
         if not probes:
             self.round -= 1
             return None
@@ -78,11 +93,11 @@ class OptunaDriver(RoundSearch):
                 ok = r.get("status") == "ok" and v is not None and math.isfinite(v)
                 scores.setdefault((r["group"], int(r["optuna.trial"])), []).append(v if ok else math.nan)
         for key, vals in scores.items():
-            trial = self.open.pop(key)
+            self.open.discard(key)
             if any(math.isnan(v) for v in vals):
-                self.studies[key[0]].tell(trial, state=TrialState.FAIL)
+                self.studies[key[0]].tell(key[1], state=TrialState.FAIL)
             else:
-                self.studies[key[0]].tell(trial, statistics.median(vals))
+                self.studies[key[0]].tell(key[1], statistics.median(vals))
 
     def counts(self):
         return {**super().counts(), "studies": len(self.studies),

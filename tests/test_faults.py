@@ -1,0 +1,168 @@
+"""Faults on a real local Ray, through the real CLI: nothing lost, nothing duplicated.
+
+* worker death: kill -9 the process training a trial mid-pack; Tune retries the trial and the sweep ends
+  with exactly the spec's run_ids, all ok;
+* driver death: kill -9 `ftsweep run` mid-sweep (a capacity search, so the rounds depend on results);
+  `ftsweep resume DIR` finishes without re-running recorded runs, and the run_id set equals an undisturbed
+  run's.
+"""
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from sweeps.spec import build_member, load_spec
+
+pytestmark = pytest.mark.slow
+
+ONE_TRIAL_GRID = """
+name: one_trial
+model:   {name: mlp, width: 8, depth: 2}
+task:    {name: ftc_relabel, dim: 4, k_per_n: 2.0, tol: 0.1}
+adapter: {name: additive_relu, depth: 2, width: 8}
+train:   {steps: 3000, lr: 2.0e-2, eval_every: 10, early_stop: false}
+axes:
+  task.n: [8, 12]
+seeds: 2
+execution: {pack_size: 8}
+"""
+
+CAPACITY = """
+name: resumable
+model:   {name: mlp, width: 8, depth: 2}
+task:    {name: ftc_relabel, dim: 4, k_per_n: 2.0, tol: 0.1}
+adapter: {name: additive_relu, depth: 2}
+train:   {steps: 300, lr: 2.0e-2, eval_every: 20}
+axes:
+  task.n: [3, 12]
+  adapter.depth: [2, 3]
+seeds: 2
+search: {kind: capacity, param: adapter.width, ladder: [2, 4, 8, 16], quorum: 0.5}
+report: {kind: capacity, x: task.n, curve_by: [adapter.depth]}
+"""
+
+
+def runs_table(out: Path) -> pa.Table:
+    parts = sorted((out / "runs").glob("part-*.parquet"))
+    return pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default")
+
+
+def spec_run_ids(path: Path) -> set[str]:
+    """Every grid point × seed of a grid sweep, without training."""
+    s = load_spec(path)
+    return {build_member(s, point, seed).run_id() for point in s.grid_points() for seed in s.seed_list()}
+
+
+def ray_processes() -> dict[int, str]:
+    """pid -> command line of every `ray::` process (worker/actor titles) on this machine."""
+    out = {}
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        if cmd.startswith("ray::"):
+            out[int(d.name)] = cmd
+    return out
+
+
+def kill_orphans(before: set[int]) -> None:
+    """A SIGKILLed driver takes its raylet and workers with it, but Ray's agents live on: clean them up."""
+    for pid in set(ray_processes()) - before:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def start(args: list[str], cwd: Path, **env) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "sweeps.cli", *args], cwd=cwd, text=True, bufsize=1,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, **env})
+
+
+def read_until(proc: subprocess.Popen, pattern: str, timeout: float = 400) -> list[str]:
+    """Lines of `proc` up to and including the first one matching `pattern`."""
+    lines, t0 = [], time.time()
+    for line in proc.stdout:
+        lines.append(line)
+        if re.search(pattern, line):
+            return lines
+        assert time.time() - t0 < timeout, "".join(lines[-40:])
+    raise AssertionError(f"{pattern!r} never printed; exit {proc.wait()}:\n" + "".join(lines[-40:]))
+
+
+def finish(proc: subprocess.Popen, timeout: float = 600) -> str:
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+def ftsweep(args: list[str], cwd: Path) -> str:
+    return finish(start(args, cwd))
+
+
+def test_killed_trial_worker_is_retried(tmp_path):
+    spec = tmp_path / "one.yaml"
+    spec.write_text(ONE_TRIAL_GRID)
+    out = tmp_path / "out"
+    expected = spec_run_ids(spec)
+    before = set(ray_processes())
+    proc = start(["run", str(spec), "--out", str(out)], tmp_path, FTCORE_PROGRESS_S="0")
+    lines = read_until(proc, r"trial (\S+): pack 1/1 at step")
+    trial_id = re.search(r"trial (\S+): pack", lines[-1]).group(1)
+    workers = [pid for pid, cmd in ray_processes().items() if pid not in before and "ImplicitFunc" in cmd]
+    assert len(workers) == 1, ray_processes()
+    assert not list((out / "runs").glob("part-*.parquet"))      # mid-pack: nothing committed yet
+    os.kill(workers[0], signal.SIGKILL)
+    text = "".join(lines) + finish(proc)
+    assert not list((out / "runs").glob("part-*-failed.parquet")), text[-3000:]
+
+    runs = runs_table(out).to_pandas()
+    assert set(runs.run_id) == expected and runs.run_id.is_unique
+    assert set(runs.status) == {"ok"}
+    assert set(runs.trial_id) == {trial_id}        # the same trial, run again after its worker died
+
+
+def test_killed_driver_then_resume_matches_undisturbed_run(tmp_path):
+    spec = tmp_path / "cap.yaml"
+    spec.write_text(CAPACITY)
+    ref = tmp_path / "ref"
+    ftsweep(["run", str(spec), "--out", str(ref)], tmp_path)
+    expected = runs_table(ref).column("run_id").to_pylist()
+    assert len(expected) == len(set(expected))
+
+    out = tmp_path / "out"
+    before = set(ray_processes())
+    proc = start(["run", str(spec), "--out", str(out)], tmp_path)
+    read_until(proc, r"round 2: ")
+    read_until(proc, r"trial \S+: \d+ runs")         # a trial of round 2 committed, the round unfinished
+    proc.kill()
+    proc.wait()
+    time.sleep(2)
+    kill_orphans(before)
+    done_before = {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("part-*.parquet")}
+    n_before = runs_table(out).num_rows
+    assert 0 < n_before < len(expected)
+
+    text = ftsweep(["resume", str(out)], tmp_path)
+    m = re.search(r"resumed: (\d+) runs were already recorded, (\d+) ran now", text)
+    assert m, text[-3000:]
+    assert int(m.group(1)) == n_before and int(m.group(2)) == len(expected) - n_before
+    assert "already recorded" in text and (out / "report" / "report.md").is_file()
+    for name, mtime in done_before.items():                 # recorded parts untouched
+        assert (out / "runs" / name).stat().st_mtime_ns == mtime
+
+    ids = runs_table(out).column("run_id").to_pylist()
+    assert len(ids) == len(set(ids)) and set(ids) == set(expected)
+
+
+def test_resume_refuses_a_directory_without_a_sweep(tmp_path):
+    from sweeps.cli import main
+    assert main(["resume", str(tmp_path)]) == 2
