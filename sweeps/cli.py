@@ -2,6 +2,9 @@
 
     ftsweep run SPEC [key=value ...] [--out DIR] [--address ADDR]
     ftsweep resume DIR [--address ADDR]
+    ftsweep submit SPEC [key=value ...] --address http://HEAD:8265 [--out DIR|URI] [--wait]
+    ftsweep status [JOB] --address http://HEAD:8265
+    ftsweep logs JOB --address http://HEAD:8265 [--follow]
     ftsweep validate SPEC [key=value ...]
     ftsweep report DIR
 
@@ -40,6 +43,21 @@ def _parser() -> argparse.ArgumentParser:
     res = sub.add_parser("resume", help="finish an interrupted sweep in DIR (runs already recorded are not run again)")
     res.add_argument("dir")
     res.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    jobs_help = "the Ray Jobs API (dashboard) URL, e.g. http://127.0.0.1:8265 (default: $RAY_API_SERVER_ADDRESS)"
+    smt = sub.add_parser("submit", help="run a sweep on a Ray cluster as a Ray Job (this code and the resolved spec are uploaded)")
+    smt.add_argument("spec")
+    smt.add_argument("overrides", nargs="*", metavar="key=value")
+    smt.add_argument("--address", help=jobs_help)
+    smt.add_argument("--out", help="output directory on the cluster, shared by its nodes, or a URI such as "
+                                   "s3://bucket/prefix (default: ~/ftcore/results/<sweep name> on the head)")
+    smt.add_argument("--wait", action="store_true", help="follow the job's logs until it ends; exit 0 only if it succeeded")
+    sts = sub.add_parser("status", help="status of a submitted sweep job (all ftsweep jobs without JOB)")
+    sts.add_argument("job", nargs="?")
+    sts.add_argument("--address", help=jobs_help)
+    lgs = sub.add_parser("logs", help="the output of a submitted sweep job")
+    lgs.add_argument("job")
+    lgs.add_argument("--address", help=jobs_help)
+    lgs.add_argument("--follow", action="store_true", help="keep printing until the job ends")
     val = sub.add_parser("validate", help="check a sweep spec and overrides; writes nothing")
     val.add_argument("spec")
     val.add_argument("overrides", nargs="*", metavar="key=value")
@@ -130,6 +148,72 @@ def cmd_resume(args) -> int:
     return _run(spec, out, args.address, resume=True)
 
 
+def cmd_submit(args) -> int:
+    from sweeps import submit
+    from sweeps.spec import load_spec, spec_to_yaml
+    spec = load_spec(args.spec, args.overrides)        # checked here: a bad spec never reaches the cluster
+    _check_env()
+    out = args.out
+    if out and not submit.is_uri(out) and not (out.startswith("/") or out == "~" or out.startswith("~/")):
+        raise CliError(f"--out {out}: give an absolute path on the cluster (or ~/...) or a URI; a relative "
+                       "path would land in the job's temporary working directory")
+    if out:
+        _check_search_storage(spec, out)
+    try:
+        job_id, out = submit.submit(spec, spec_to_yaml(spec), out, args.address)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    except RuntimeError as e:                           # the cluster refused the job: not a usage mistake
+        _err(f"the Jobs API refused the job: {' '.join(str(e).split())[:300]}")
+        return RUN_ERROR
+    address = submit.job_address(args.address)
+    _say(f"submitted {spec.name} as job {job_id} -> {out} (on the cluster)")
+    _say(f"follow it: ftsweep logs {job_id} --address {address} --follow")
+    _say(f"status:    ftsweep status {job_id} --address {address}")
+    print(job_id, flush=True)
+    if not args.wait:
+        return 0
+    final = _jobs(lambda: submit.logs(job_id, args.address, True, _write), job_id)
+    _say(f"job {job_id}: {final}")
+    return 0 if final == "SUCCEEDED" else RUN_ERROR
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _jobs(call, job_id: str | None = None):
+    """A Jobs API call: a bad address or an unknown job is a user mistake (exit 2), in one line."""
+    try:
+        return call()
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    except RuntimeError as e:
+        what = f"job {job_id}: " if job_id else ""
+        raise CliError(what + " ".join(str(e).split())[:300]) from None
+
+
+def cmd_status(args) -> int:
+    from sweeps import submit
+    if args.job is None:
+        for j in _jobs(lambda: submit.list_jobs(args.address)):
+            print(f"{j['job']}  {j['status']:<9}  {j['sweep']}  -> {j['out']}")
+        return 0
+    st = _jobs(lambda: submit.status(args.job, args.address), args.job)
+    print(f"{st['job']}: {st['status']}" + (f" — {st['message']}" if st["message"] else ""))
+    print(f"  sweep {st['sweep']} -> {st['out']}")
+    return 0
+
+
+def cmd_logs(args) -> int:
+    from sweeps import submit
+    final = _jobs(lambda: submit.logs(args.job, args.address, args.follow, _write), args.job)
+    if args.follow:
+        _say(f"job {args.job}: {final}")
+    return 0
+
+
 def _check_search_storage(spec, out: str) -> None:
     from sweeps.storage import is_uri
     if spec.search.kind == "optuna" and is_uri(out):
@@ -180,13 +264,13 @@ def main(argv: list[str] | None = None) -> int:
     from sweeps.spec import SpecError
     parser = _parser()
     args, extra = parser.parse_known_args(argv)       # key=value overrides may follow --out/--address too
-    if extra and (args.cmd in ("report", "resume") or any(e.startswith("-") for e in extra)):
+    if extra and (args.cmd in ("report", "resume", "status", "logs") or any(e.startswith("-") for e in extra)):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
     try:
-        return {"run": cmd_run, "resume": cmd_resume, "validate": cmd_validate,
-                "report": cmd_report}[args.cmd](args)
+        return {"run": cmd_run, "resume": cmd_resume, "submit": cmd_submit, "status": cmd_status,
+                "logs": cmd_logs, "validate": cmd_validate, "report": cmd_report}[args.cmd](args)
     except (SpecError, CliError) as e:
         _err(str(e))
         return USAGE_ERROR

@@ -22,6 +22,7 @@ from ray.tune.search import Searcher
 from sweeps.execute import failed_rows
 from sweeps.plan import plan_trials
 from sweeps.search.base import make_search
+from sweeps.shared_storage import unshared_nodes
 from sweeps.sink import ResultSink
 from sweeps.spec import SpecError, SweepSpec
 from sweeps.storage import is_uri, join
@@ -145,9 +146,23 @@ def init_ray(address: str | None) -> bool:
     if address:
         ray.init(address=address, logging_level="WARNING", log_to_driver=False)
         return False
+    loopback_only()
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING",
              log_to_driver=False, _node_ip_address="127.0.0.1")
     return True
+
+
+def loopback_only() -> None:
+    """Make a local Ray listen on 127.0.0.1 only (GCS, raylet, workers, agents; token auth stays on).
+
+    Ray 2.60 replaces a node IP of 127.0.0.1 by the machine's routable address, and its servers then listen
+    on every interface, unless Ray clusters are disabled: `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0` (the
+    laptop setting of macOS/Windows, where Ray keeps everything on the loopback). Its value is read when
+    ray_constants is imported, so it is set for the processes Ray starts and mirrored into the module
+    already imported here. `tests/test_security.py` checks the listening sockets."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    from ray._private import ray_constants
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def slots(ex, resources: dict) -> int:
@@ -187,6 +202,10 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, address: str | None = None, 
             need = f"{ex.cpus_per_trial} CPU" + (f" and {ex.gpus_per_trial} GPU" if ex.gpus_per_trial else "")
             raise SpecError(f"execution: a trial needs {need}, but the cluster has "
                             f"{resources.get('CPU', 0):g} CPU and {resources.get('GPU', 0):g} GPU")
+        missing = unshared_nodes(out_dir)
+        if missing:
+            raise SpecError(f"--out {out_dir}: node(s) {', '.join(missing)} cannot see this directory; on a "
+                            "multi-node cluster --out must be shared storage (an NFS path) or a URI such as s3://bucket/prefix")
         os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(n_slots)
         budget = ex.memory_fraction * resources.get("memory", 0) / n_slots or None    # bytes per CPU slot
         searcher = PackSearcher(spec, out_dir, n_slots, progress, budget, recorded)

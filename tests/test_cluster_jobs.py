@@ -1,0 +1,117 @@
+"""A real two-node Ray on loopback (`ray start --head` + `ray start --address`, token auth on), and a sweep
+submitted through the Jobs API with `ftsweep submit`: trials ran on both nodes (the Ray node id is recorded
+per run), the results are complete, and `ftsweep status` / `logs` follow the job."""
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from sweeps.spec import build_member, load_spec
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+TWO_TRIALS = """
+name: two_nodes
+model:   {name: mlp, width: 8, depth: 2}
+task:    {name: ftc_relabel, dim: 4, k_per_n: 2.0, tol: 0.1}
+adapter: {name: additive_relu, depth: 2, width: 8}
+train:   {steps: 400, lr: 2.0e-2, eval_every: 20, early_stop: false}
+axes:
+  task.n: [8, 12]
+seeds: 2
+execution: {pack_size: 2}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ray_cli(*args, env):
+    r = subprocess.run([str(BIN / "ray"), *args], env=env, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    # short paths: Ray's unix socket paths must fit 107 bytes. One per node, as on two machines (nodes sharing
+    # a temp dir share runtime_resources/, and one node's agent deletes the job's working_dir under the other)
+    temp, temp2 = (tempfile.mkdtemp(prefix="ray", dir="/tmp") for _ in range(2))
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN": secrets.token_hex(32), "RAY_USAGE_STATS_ENABLED": "0"}
+    gcs, dash = free_port(), free_port()
+    try:
+        ray_cli("start", "--head", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={dash}", "--num-cpus=1", f"--temp-dir={temp}", "--disable-usage-stats", env=env)
+        ray_cli("start", f"--address=127.0.0.1:{gcs}", "--num-cpus=1", f"--temp-dir={temp2}", "--disable-usage-stats",
+                env=env)
+        yield env, f"http://127.0.0.1:{dash}"
+    finally:
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+        for d in (temp, temp2):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def ftsweep(*args, env, check=True) -> subprocess.CompletedProcess:
+    r = subprocess.run([sys.executable, "-m", "sweeps.cli", *args], env=env, capture_output=True, text=True,
+                       timeout=600, cwd=Path(__file__).parent.parent)
+    assert not check or r.returncode == 0, r.stdout[-4000:] + r.stderr[-3000:]
+    return r
+
+
+def test_sweep_submitted_as_a_job_runs_on_both_nodes(cluster, tmp_path):
+    env, address = cluster
+    spec = tmp_path / "two.yaml"
+    spec.write_text(TWO_TRIALS)
+    out = tmp_path / "out"
+    r = ftsweep("submit", str(spec), "train.steps=600", "--address", address, "--out", str(out), "--wait", env=env)
+    job = re.search(r"submitted two_nodes as job (\S+)", r.stdout).group(1)
+    assert "done: 4 member runs" in r.stdout and "SUCCEEDED" in r.stdout
+
+    parts = sorted((out / "runs").glob("part-*.parquet"))
+    runs = pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default").to_pandas()
+    s = load_spec(spec, ["train.steps=600"])
+    expected = {build_member(s, p, seed).run_id() for p in s.grid_points() for seed in s.seed_list()}
+    assert set(runs.run_id) == expected and runs.run_id.is_unique and set(runs.status) == {"ok"}
+    assert (runs["train.steps"] == 600).all()                 # the override reached the cluster
+    assert runs.ray_node_id.nunique() == 2, runs[["trial_id", "ray_node_id"]]
+    assert (out / "report" / "report.md").is_file()
+
+    st = ftsweep("status", job, "--address", address, env=env).stdout
+    assert f"{job}: SUCCEEDED" in st and str(out) in st
+    assert job in ftsweep("status", "--address", address, env=env).stdout
+    assert "done: 4 member runs" in ftsweep("logs", job, "--address", address, env=env).stdout
+
+
+def test_job_mistakes_exit_2(cluster, tmp_path):
+    env, address = cluster
+    r = ftsweep("status", "no-such-job", "--address", address, env=env, check=False)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no-such-job" in r.stderr
+    r = ftsweep("submit", str(tmp_path / "missing.yaml"), "--address", address, env=env, check=False)
+    assert r.returncode == 2 and "missing.yaml" in r.stderr
+
+
+def test_submit_without_a_reachable_cluster_exits_2(tmp_path):
+    spec = tmp_path / "two.yaml"
+    spec.write_text(TWO_TRIALS)
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
+    t0 = time.time()
+    for args in (["--address", f"http://127.0.0.1:{free_port()}"], ["--address", "127.0.0.1:6379"], []):
+        r = ftsweep("submit", str(spec), *args, env=env, check=False)
+        assert r.returncode == 2 and r.stderr.startswith("ftsweep: error:") and r.stderr.count("\n") == 1, r.stderr
+    r = ftsweep("submit", str(spec), "--address", "http://127.0.0.1:1", "--out", "rel/dir", env=env, check=False)
+    assert r.returncode == 2 and "absolute" in r.stderr
+    assert time.time() - t0 < 120
