@@ -47,10 +47,11 @@ def dir_mib(path: Path) -> float:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20 if path.exists() else 0.0
 
 
-def run_size(n_runs: int, out: Path) -> dict:
+def run_size(n_runs: int, out: Path, overrides: list[str] = ()) -> dict:
     if n_runs % GRID_POINTS:
         raise SystemExit(f"--sizes: {n_runs} is not a multiple of the {GRID_POINTS} grid points")
-    cmd = [sys.executable, "-m", "sweeps.cli", "run", str(SPEC), f"seeds={n_runs // GRID_POINTS}", "--out", str(out)]
+    cmd = [sys.executable, "-m", "sweeps.cli", "run", str(SPEC), f"seeds={n_runs // GRID_POINTS}", *overrides,
+           "--out", str(out)]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, check=False, capture_output=True, text=True, cwd=ROOT)
     total = time.perf_counter() - t0
@@ -110,6 +111,8 @@ def table(results: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[500, 1000, 2000], help="member runs per sweep")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="extra overrides for every size, e.g. execution.pack_size=10 (many small trials)")
     p.add_argument("--keep", help="keep each sweep's output under KEEP/<size> (default: temporary, removed)")
     args = p.parse_args(argv)
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="ftcore-load-"))
@@ -120,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             if out.exists():
                 raise SystemExit(f"{out}: exists; choose another --keep directory")
             print(f"[load_test] {n} member runs -> {out}", flush=True)
-            results.append(run_size(n, out))
+            results.append(run_size(n, out, args.overrides))
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)

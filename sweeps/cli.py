@@ -226,7 +226,12 @@ def _run(spec, out: str, address: str | None, resume: bool) -> int:
     from sweeps.runner import run_sweep
     verb = "resume" if resume else "sweep"
     _say(f"{verb} {spec.name} -> {out} ({'Ray at ' + address if address else 'local Ray'})")
-    counts = run_sweep(spec, out, address, progress=_say, resume=resume)
+    from sweeps.sink import UnreadablePart
+    try:
+        counts = run_sweep(spec, out, address, progress=_say, resume=resume)
+    except UnreadablePart as e:
+        _err(f"{e}; move it out of the directory (its runs are then run again) and resume")
+        return RUN_ERROR
     runs = counts["runs"]
     if resume:
         _say(f"resumed: {counts['resumed']} runs were already recorded, {runs - counts['resumed']} ran now")

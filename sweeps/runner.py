@@ -184,7 +184,7 @@ def recorded_rows(out_dir: str) -> dict[str, dict]:
     after its retries) are dropped first, so those runs are tried again."""
     sink = ResultSink(out_dir)
     sink.drop_parts("-failed")
-    return {r["run_id"]: r for r in sink.read_table("runs").to_pylist()}
+    return {r["run_id"]: r for r in sink.read_rows("runs")}
 
 
 def run_sweep(spec: SweepSpec, out_dir: str | Path, address: str | None = None, progress=print,

@@ -50,6 +50,10 @@ _PART_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _KINDS = ("runs", "curves")
 
 
+class UnreadablePart(RuntimeError):
+    """A committed part file that cannot be decoded (damaged storage: our writes are atomic)."""
+
+
 # --------------------------------------------------------------------------- tables
 def rows_to_table(rows: list[dict]) -> pa.Table:
     """Build one table from plain dict rows, inferring each column's type over ALL rows.
@@ -180,6 +184,20 @@ class ResultSink:
         infos = [i for i in self._parts(kind) if i.base_name in committed]
         tables = [pq.read_table(i.path, filesystem=self._where.fs) for i in infos]
         return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
+
+    def read_rows(self, kind: str) -> list[dict]:
+        """Committed rows of ``kind`` as dicts, part by part (no type promotion needed);
+        `UnreadablePart` names a part pyarrow cannot decode."""
+        committed = {i.base_name for i in self._parts("runs")}
+        rows: list[dict] = []
+        for info in self._parts(kind):
+            if info.base_name not in committed:
+                continue
+            try:
+                rows += pq.read_table(info.path, filesystem=self._where.fs).to_pylist()
+            except (pa.ArrowException, OSError) as e:
+                raise UnreadablePart(f"corrupt part file {info.path}: {' '.join(str(e).split())[:200]}") from e
+        return rows
 
     # ------------------------------------------------------------------ internals
     @staticmethod

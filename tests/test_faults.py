@@ -166,3 +166,17 @@ def test_killed_driver_then_resume_matches_undisturbed_run(tmp_path):
 def test_resume_refuses_a_directory_without_a_sweep(tmp_path):
     from sweeps.cli import main
     assert main(["resume", str(tmp_path)]) == 2
+
+
+def test_resume_names_a_corrupt_part_and_exits_1(tmp_path, capsys):
+    from sweeps.cli import main
+    from sweeps.spec import spec_to_yaml
+    spec = tmp_path / "one.yaml"
+    spec.write_text(ONE_TRIAL_GRID)
+    out = tmp_path / "out"
+    (out / "runs").mkdir(parents=True)
+    (out / "spec.yaml").write_text(spec_to_yaml(load_spec(spec)))
+    (out / "runs" / "part-abc.parquet").write_bytes(b"PAR1 truncated")
+    assert main(["resume", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "part-abc.parquet" in err and "resume" in err
