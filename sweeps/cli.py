@@ -151,10 +151,11 @@ def cmd_resume(args) -> int:
 def cmd_submit(args) -> int:
     from sweeps import submit
     from sweeps.spec import load_spec, spec_to_yaml
+    from sweeps.storage import is_uri
     spec = load_spec(args.spec, args.overrides)        # checked here: a bad spec never reaches the cluster
     _check_env()
     out = args.out
-    if out and not submit.is_uri(out) and not (out.startswith("/") or out == "~" or out.startswith("~/")):
+    if out and not is_uri(out) and not (out == "~" or out.startswith(("/", "~/"))):
         raise CliError(f"--out {out}: give an absolute path on the cluster (or ~/...) or a URI; a relative "
                        "path would land in the job's temporary working directory")
     if out:

@@ -6,6 +6,10 @@ answers None (wait) until they have all completed, then asks the search for the 
 FINISHED when there is none. One Tune experiment runs the whole sweep (actor reuse, one place for
 failure handling: a trial that still fails after `execution.max_failures` retries has its members
 recorded as `failed`).
+
+Resume (`ftsweep resume DIR`, `run_sweep(resume=True)`): the search starts again from round 1, and every
+probe whose run_id is already committed in DIR is replayed from its row instead of run, so a deterministic
+search (grid, capacity; Optuna with per-trial seeds) takes the decisions of the interrupted run again.
 """
 from __future__ import annotations
 

@@ -22,8 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from sweeps.storage import is_uri
-
 PACKAGES = ("ftcore", "kernels", "sweeps", "analysis")
 FORWARDED_ENV = ("FTCORE_KERNELS", "FTCORE_PROGRESS_S")     # knobs set here reach the job's processes
 DEFAULT_OUT = "~/ftcore/results/{name}"                     # on the head; `ray rsync-down` pulls it back
@@ -47,7 +45,7 @@ def client(address: str | None):
     url = job_address(address)
     try:
         return JobSubmissionClient(url)
-    except Exception as e:          # ConnectionError, auth errors: one line, not Ray's traceback
+    except (OSError, RuntimeError) as e:      # ConnectionError, auth errors: one line, not Ray's traceback
         raise ValueError(f"cannot reach the Ray Jobs API at {url}: {' '.join(str(e).split())[:300]}") from None
 
 
@@ -79,8 +77,9 @@ def submit(spec, spec_yaml: str, out: str | None, address: str | None) -> tuple[
     job_id = f"ftsweep-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     with tempfile.TemporaryDirectory(prefix="ftsweep-job-") as tmp:
         wd = stage(spec_yaml, Path(tmp))
-        kwargs = dict(entrypoint=entrypoint(out), submission_id=job_id, runtime_env={"working_dir": str(wd), "env_vars": env},
-                      metadata={"ftsweep.sweep": spec.name, "ftsweep.out": out})
+        kwargs = {"entrypoint": entrypoint(out), "submission_id": job_id,
+                  "runtime_env": {"working_dir": str(wd), "env_vars": env},
+                  "metadata": {"ftsweep.sweep": spec.name, "ftsweep.out": out}}
         _retry_while_starting(lambda: jobs.submit_job(**kwargs))
     return job_id, out
 
