@@ -8,7 +8,8 @@
     ftsweep validate SPEC [key=value ...]
     ftsweep report DIR
 
-Exit codes: 0 success, 2 a user mistake (bad spec, override, path), 1 a failure while running.
+Exit codes: 0 success, 2 a user mistake (bad spec, override, path), 1 a failure while running, 130
+interrupted (Ctrl-C or SIGTERM: the runs finished so far are recorded; `ftsweep resume DIR` goes on).
 A user mistake is one line on stderr, never a traceback, and nothing is written.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-USAGE_ERROR, RUN_ERROR = 2, 1
+USAGE_ERROR, RUN_ERROR, INTERRUPTED = 2, 1, 130
 
 
 class CliError(Exception):
@@ -227,12 +228,16 @@ def _run(spec, out: str, address: str | None, resume: bool) -> int:
     from sweeps.runner import run_sweep
     verb = "resume" if resume else "sweep"
     _say(f"{verb} {spec.name} -> {out} ({'Ray at ' + address if address else 'local Ray'})")
+    from sweeps.runner import SweepInterrupted
     from sweeps.sink import UnreadablePart
     try:
         counts = run_sweep(spec, out, address, progress=_say, resume=resume)
     except UnreadablePart as e:
         _err(f"{e}; move it out of the directory (its runs are then run again) and resume")
         return RUN_ERROR
+    except SweepInterrupted as e:
+        _err(f"interrupted: {e.n_recorded} runs are recorded in {out}; finish the sweep with: ftsweep resume {out}")
+        return INTERRUPTED
     runs = counts["runs"]
     if resume:
         _say(f"resumed: {counts['resumed']} runs were already recorded, {runs - counts['resumed']} ran now")
@@ -282,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         return USAGE_ERROR
     except KeyboardInterrupt:
         _err("interrupted")
-        return 130
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -141,6 +142,14 @@ class PackSearcher(Searcher):
         self.progress(f"  trial {trial_id}: {len(rows)} runs ({ok} ok) | total {self.done_runs} runs | {self._elapsed()}")
 
 
+class SweepInterrupted(KeyboardInterrupt):
+    """Tune ended before the search did (Ctrl-C, SIGTERM); `n_recorded` runs are committed in DIR."""
+
+    def __init__(self, n_recorded: int):
+        super().__init__(n_recorded)
+        self.n_recorded = n_recorded
+
+
 def init_ray(address: str | None) -> bool:
     """Connect to `address`, or start a local Ray bound to 127.0.0.1. Returns True if we started it."""
     if ray.is_initialized():
@@ -167,6 +176,16 @@ def loopback_only() -> None:
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     from ray._private import ray_constants
     ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def sigterm_like_ctrl_c():
+    """`kill PID` stops a sweep as Ctrl-C does: Tune ends its trials and returns, Ray shuts down, the CLI exits
+    130 naming `ftsweep resume`. Set after ray.init, whose own SIGTERM handler would otherwise kill the driver
+    on the spot and leave Ray's agents behind. Returns the previous handler (None: left alone)."""
+    try:
+        return signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    except ValueError:                     # not the main thread (an embedding caller): leave SIGTERM alone
+        return None
 
 
 def slots(ex, resources: dict) -> int:
@@ -198,6 +217,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, address: str | None = None, 
     out_dir = out_dir if is_uri(out_dir) else str(Path(out_dir).resolve())
     recorded = recorded_rows(out_dir) if resume else None
     started = init_ray(address)
+    previous = sigterm_like_ctrl_c()
     try:
         ex = spec.execution
         resources = ray.cluster_resources()
@@ -222,6 +242,8 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, address: str | None = None, 
                                           failure_config=ray.tune.FailureConfig(max_failures=spec.execution.max_failures)),
         )
         tuner.fit()
+        if not searcher.finished:           # Tune stopped early: SIGINT/SIGTERM (it returns normally then)
+            raise SweepInterrupted(ResultSink(out_dir).n_runs())
         counts = searcher.search.counts()
         counts["wall_s"] = round(time.time() - searcher.t0, 1)
         counts["resumed"] = searcher.resumed
@@ -229,3 +251,5 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, address: str | None = None, 
     finally:
         if started:
             ray.shutdown()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -180,3 +180,26 @@ def test_resume_names_a_corrupt_part_and_exits_1(tmp_path, capsys):
     assert main(["resume", str(out)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "part-abc.parquet" in err and "resume" in err
+
+
+def test_sigterm_stops_the_sweep_and_resume_finishes_it(tmp_path):
+    """`kill PID` (SIGTERM) mid-sweep: exit 130 naming `ftsweep resume`, no report of a partial sweep, Ray shut
+    down (no process left behind); resume then completes the spec's run_ids."""
+    spec = tmp_path / "grid.yaml"
+    spec.write_text(ONE_TRIAL_GRID.replace("pack_size: 8", "pack_size: 1").replace("steps: 3000", "steps: 1500"))
+    out = tmp_path / "out"
+    before = set(ray_processes())
+    proc = start(["run", str(spec), "--out", str(out)], tmp_path)
+    read_until(proc, r"round 1: ")
+    time.sleep(2)
+    proc.send_signal(signal.SIGTERM)
+    text, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, text[-3000:]
+    assert f"ftsweep resume {out}" in text and "done:" not in text
+    assert not (out / "report").exists()
+    time.sleep(3)
+    assert not set(ray_processes()) - before, ray_processes()
+
+    ftsweep(["resume", str(out)], tmp_path)
+    runs = runs_table(out).to_pandas()
+    assert set(runs.run_id) == spec_run_ids(spec) and runs.run_id.is_unique and set(runs.status) == {"ok"}
