@@ -58,7 +58,7 @@ def cluster():
                 f"--dashboard-port={dash}", "--num-cpus=1", f"--temp-dir={temp}", "--disable-usage-stats", env=env)
         ray_cli("start", f"--address=127.0.0.1:{gcs}", "--num-cpus=1", f"--temp-dir={temp2}", "--disable-usage-stats",
                 env=env)
-        yield env, f"http://127.0.0.1:{dash}"
+        yield env, f"http://127.0.0.1:{dash}", gcs
     finally:
         subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120, check=False)
         for d in (temp, temp2):
@@ -73,7 +73,7 @@ def ftsweep(*args, env, check=True) -> subprocess.CompletedProcess:
 
 
 def test_sweep_submitted_as_a_job_runs_on_both_nodes(cluster, tmp_path):
-    env, address = cluster
+    env, address, _ = cluster
     spec = tmp_path / "two.yaml"
     spec.write_text(TWO_TRIALS)
     out = tmp_path / "out"
@@ -97,11 +97,38 @@ def test_sweep_submitted_as_a_job_runs_on_both_nodes(cluster, tmp_path):
 
 
 def test_job_mistakes_exit_2(cluster, tmp_path):
-    env, address = cluster
+    env, address, _ = cluster
     r = ftsweep("status", "no-such-job", "--address", address, env=env, check=False)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no-such-job" in r.stderr
     r = ftsweep("submit", str(tmp_path / "missing.yaml"), "--address", address, env=env, check=False)
     assert r.returncode == 2 and "missing.yaml" in r.stderr
+
+
+def can_unshare() -> bool:
+    if not shutil.which("unshare"):
+        return False
+    return subprocess.run(["unshare", "-m", "true"], capture_output=True, check=False).returncode == 0
+
+
+@pytest.mark.skipif(not can_unshare(), reason="needs mount namespaces (unshare -m, root)")
+def test_local_out_a_node_cannot_see_is_refused(cluster, tmp_path):
+    """A third node whose view of OUT is its own (a tmpfs mounted over it in a private mount namespace, as a
+    node-local disk on another machine would be): the sweep is refused before any trial, naming that node."""
+    env, address, gcs = cluster
+    private = Path(tempfile.mkdtemp(prefix="ftcore-nodelocal-", dir="/tmp"))
+    temp3 = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    start = (f"mount -t tmpfs none {private} && exec {BIN / 'ray'} start --address=127.0.0.1:{gcs} --num-cpus=1 "
+             f"--temp-dir={temp3} --disable-usage-stats")
+    r = subprocess.run(["unshare", "-m", "sh", "-c", start], env=env, capture_output=True, text=True, timeout=180,
+                       check=False)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    spec = tmp_path / "two.yaml"
+    spec.write_text(TWO_TRIALS)
+    r = ftsweep("submit", str(spec), "--address", address, "--out", str(private / "out"), "--wait", env=env, check=False)
+    assert r.returncode == 1, r.stdout[-3000:]
+    assert "cannot see this directory" in r.stdout and "FAILED" in r.stdout
+    assert not list((private / "out").glob("runs/part-*.parquet"))
+    shutil.rmtree(private, ignore_errors=True)
 
 
 def test_submit_without_a_reachable_cluster_exits_2(tmp_path):
