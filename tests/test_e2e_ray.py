@@ -156,3 +156,21 @@ def test_architectures_in_one_sweep_with_in_trial_progress(tmp_path):
     assert set(looped["model.loss_last"]) == {2} and looped["model.n_head"].notna().all()
     assert "nse/model/k04" in runs.columns
     assert "model.name=looped_transformer" in (out / "report" / "report.md").read_text()
+
+
+def test_output_at_a_uri_then_resume_from_it(tmp_path):
+    """--out as a pyarrow-filesystem URI (file:// here; s3:// takes the same code path): spec, parts, TensorBoard
+    events and Tune's files land there; resuming the finished sweep from the URI runs nothing again."""
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY_FTC.replace("ladder: [2, 4, 8, 16]", "ladder: [2, 4]"))
+    target = tmp_path / "bucket" / "sweep"
+    uri = f"file://{target}"
+    r = ftsweep("run", str(spec), "--out", uri, cwd=tmp_path)
+    assert f"results in {uri}" in r.stdout and not (target / "report").exists()
+    runs = read_dataset(target / "runs").to_pandas()
+    assert runs.run_id.is_unique and set(runs.status) == {"ok"} and (target / "spec.yaml").is_file()
+    assert {p.name for p in (target / "tb").iterdir()} >= set(runs.run_id) and (target / "ray").is_dir()
+
+    r = ftsweep("resume", uri, cwd=tmp_path)
+    assert f"resumed: {len(runs)} runs were already recorded, 0 ran now" in r.stdout
+    assert read_dataset(target / "runs").num_rows == len(runs)
