@@ -3,8 +3,10 @@
     ftsweep run SPEC [key=value ...] [--out DIR] [--address ADDR]
     ftsweep resume DIR [--address ADDR]
     ftsweep submit SPEC [key=value ...] --address http://HEAD:8265 [--out DIR|URI] [--wait]
+    ftsweep submit --resume DIR|URI --address http://HEAD:8265 [--wait]
     ftsweep status [JOB] --address http://HEAD:8265
     ftsweep logs JOB --address http://HEAD:8265 [--follow]
+    ftsweep stop JOB --address http://HEAD:8265
     ftsweep validate SPEC [key=value ...]
     ftsweep report DIR
 
@@ -23,6 +25,10 @@ USAGE_ERROR, RUN_ERROR, INTERRUPTED = 2, 1, 130
 
 class CliError(Exception):
     """A user mistake outside the spec (paths, output directory)."""
+
+
+class JobRefused(Exception):
+    """The Jobs API refused a job (exit 1)."""
 
 
 def _err(msg: str) -> None:
@@ -46,9 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     res.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
     jobs_help = "the Ray Jobs API (dashboard) URL, e.g. http://127.0.0.1:8265 (default: $RAY_API_SERVER_ADDRESS)"
     smt = sub.add_parser("submit", help="run a sweep on a Ray cluster as a Ray Job (this code and the resolved spec are uploaded)")
-    smt.add_argument("spec")
+    smt.add_argument("spec", nargs="?")
     smt.add_argument("overrides", nargs="*", metavar="key=value")
     smt.add_argument("--address", help=jobs_help)
+    smt.add_argument("--resume", metavar="DIR", help="instead of SPEC: finish the interrupted sweep in DIR (a path "
+                                                     "on the cluster or a URI) as a job")
     smt.add_argument("--out", help="output directory on the cluster, shared by its nodes, or a URI such as "
                                    "s3://bucket/prefix (default: ~/ftcore/results/<sweep name> on the head)")
     smt.add_argument("--wait", action="store_true", help="follow the job's logs until it ends; exit 0 only if it succeeded")
@@ -59,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     lgs.add_argument("job")
     lgs.add_argument("--address", help=jobs_help)
     lgs.add_argument("--follow", action="store_true", help="keep printing until the job ends")
+    stp = sub.add_parser("stop", help="stop a submitted sweep job (the runs finished so far stay recorded)")
+    stp.add_argument("job")
+    stp.add_argument("--address", help=jobs_help)
     val = sub.add_parser("validate", help="check a sweep spec and overrides; writes nothing")
     val.add_argument("spec")
     val.add_argument("overrides", nargs="*", metavar="key=value")
@@ -121,9 +132,11 @@ def cmd_run(args) -> int:
     _check_env()
     out = _out_dir(spec, args.out)
     _check_search_storage(spec, out)
-    Location.of(out).mkdir()
-    write_bytes_atomic(join(out, "spec.yaml"), spec_to_yaml(spec).encode())
-    return _run(spec, out, args.address, resume=False)
+
+    def prepare():                            # once Ray is up: a bad --address writes nothing
+        Location.of(out).mkdir()
+        write_bytes_atomic(join(out, "spec.yaml"), spec_to_yaml(spec).encode())
+    return _run(spec, out, args.address, resume=False, prepare=prepare)
 
 
 def cmd_resume(args) -> int:
@@ -151,33 +164,65 @@ def cmd_resume(args) -> int:
 
 def cmd_submit(args) -> int:
     from sweeps import submit
+    if args.resume is not None:
+        if args.spec is not None or args.overrides or args.out:
+            raise CliError("--resume DIR finishes the sweep saved in DIR: give no SPEC, overrides or --out with it")
+        out = _cluster_out("--resume", args.resume)
+        job_id = _submit_job(lambda: submit.submit_resume(out, args.address))
+        return _submitted(args, f"resume of {out}", job_id, out)
+    if args.spec is None:
+        raise CliError("give a SPEC to submit (or --resume DIR)")
     from sweeps.spec import load_spec, spec_to_yaml
-    from sweeps.storage import is_uri
     spec = load_spec(args.spec, args.overrides)        # checked here: a bad spec never reaches the cluster
     _check_env()
-    out = args.out
-    if out and not is_uri(out) and not (out == "~" or out.startswith(("/", "~/"))):
-        raise CliError(f"--out {out}: give an absolute path on the cluster (or ~/...) or a URI; a relative "
-                       "path would land in the job's temporary working directory")
+    out = args.out and _cluster_out("--out", args.out)
     if out:
         _check_search_storage(spec, out)
+    job_id, out = _submit_job(lambda: submit.submit(spec, spec_to_yaml(spec), out, args.address))
+    return _submitted(args, spec.name, job_id, out)
+
+
+def _cluster_out(option: str, out: str) -> str:
+    """OUT as the job will see it: an absolute path on the cluster, ~/..., or a URI."""
+    from sweeps.storage import is_uri
+    if not is_uri(out) and not (out == "~" or out.startswith(("/", "~/"))):
+        raise CliError(f"{option} {out}: give an absolute path on the cluster (or ~/...) or a URI; a relative "
+                       "path would land in the job's temporary working directory")
+    return out
+
+
+def _submit_job(call):
+    """submit.submit / submit_resume: an unreachable cluster is a user mistake (exit 2); a refused job is not."""
     try:
-        job_id, out = submit.submit(spec, spec_to_yaml(spec), out, args.address)
+        return call()
     except ValueError as e:
         raise CliError(str(e)) from None
-    except RuntimeError as e:                           # the cluster refused the job: not a usage mistake
-        _err(f"the Jobs API refused the job: {' '.join(str(e).split())[:300]}")
-        return RUN_ERROR
+    except RuntimeError as e:
+        raise JobRefused(" ".join(str(e).split())[:300]) from None
+
+
+def _submitted(args, what: str, job_id: str, out: str) -> int:
+    from sweeps import submit
     address = submit.job_address(args.address)
-    _say(f"submitted {spec.name} as job {job_id} -> {out} (on the cluster)")
+    _say(f"submitted {what} as job {job_id} -> {out} (on the cluster)")
     _say(f"follow it: ftsweep logs {job_id} --address {address} --follow")
     _say(f"status:    ftsweep status {job_id} --address {address}")
     print(job_id, flush=True)
     if not args.wait:
         return 0
-    final = _jobs(lambda: submit.logs(job_id, args.address, True, _write), job_id)
+    final = _follow(lambda: submit.logs(job_id, args.address, True, _write), job_id, address)
+    return 0 if final == "SUCCEEDED" else (INTERRUPTED if final is None else RUN_ERROR)
+
+
+def _follow(call, job_id: str, address: str) -> str | None:
+    """Follow a job's logs to its end (its final status), or until Ctrl-C (None): the job goes on."""
+    try:
+        final = _jobs(call, job_id)
+    except KeyboardInterrupt:
+        _say(f"stopped following; job {job_id} goes on (ftsweep status {job_id} --address {address})")
+        return None
     _say(f"job {job_id}: {final}")
-    return 0 if final == "SUCCEEDED" else RUN_ERROR
+    return final
 
 
 def _write(text: str) -> None:
@@ -210,9 +255,25 @@ def cmd_status(args) -> int:
 
 def cmd_logs(args) -> int:
     from sweeps import submit
-    final = _jobs(lambda: submit.logs(args.job, args.address, args.follow, _write), args.job)
-    if args.follow:
-        _say(f"job {args.job}: {final}")
+    if not args.follow:
+        _jobs(lambda: submit.logs(args.job, args.address, False, _write), args.job)
+        return 0
+    final = _follow(lambda: submit.logs(args.job, args.address, True, _write), args.job, submit.job_address(args.address))
+    return INTERRUPTED if final is None else 0
+
+
+def cmd_stop(args) -> int:
+    from sweeps import submit
+    final = _jobs(lambda: submit.stop(args.job, args.address), args.job)
+    address = submit.job_address(args.address)
+    if final not in submit.TERMINAL:
+        _say(f"job {args.job}: stop requested, still {final}; see ftsweep status {args.job} --address {address}")
+        return RUN_ERROR
+    _say(f"job {args.job}: {final}")
+    if final == "STOPPED":
+        out = submit.status(args.job, args.address)["out"]
+        _say(f"the runs finished so far are recorded in {out}; finish the sweep with: "
+             f"ftsweep submit --resume {out} --address {address}")
     return 0
 
 
@@ -223,7 +284,7 @@ def _check_search_storage(spec, out: str) -> None:
                        "file locks); use a local or NFS path")
 
 
-def _run(spec, out: str, address: str | None, resume: bool) -> int:
+def _run(spec, out: str, address: str | None, resume: bool, prepare=None) -> int:
     """Run (or finish) the sweep into `out` (a path or URI), then write its report (local output only)."""
     from sweeps.runner import run_sweep
     verb = "resume" if resume else "sweep"
@@ -231,7 +292,7 @@ def _run(spec, out: str, address: str | None, resume: bool) -> int:
     from sweeps.runner import SweepInterrupted
     from sweeps.sink import UnreadablePart
     try:
-        counts = run_sweep(spec, out, address, progress=_say, resume=resume)
+        counts = run_sweep(spec, out, address, progress=_say, resume=resume, prepare=prepare)
     except UnreadablePart as e:
         _err(f"{e}; move it out of the directory (its runs are then run again) and resume")
         return RUN_ERROR
@@ -275,16 +336,19 @@ def main(argv: list[str] | None = None) -> int:
     from sweeps.spec import SpecError
     parser = _parser()
     args, extra = parser.parse_known_args(argv)       # key=value overrides may follow --out/--address too
-    if extra and (args.cmd in ("report", "resume", "status", "logs") or any(e.startswith("-") for e in extra)):
+    if extra and (args.cmd in ("report", "resume", "status", "logs", "stop") or any(e.startswith("-") for e in extra)):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
     try:
         return {"run": cmd_run, "resume": cmd_resume, "submit": cmd_submit, "status": cmd_status,
-                "logs": cmd_logs, "validate": cmd_validate, "report": cmd_report}[args.cmd](args)
+                "logs": cmd_logs, "stop": cmd_stop, "validate": cmd_validate, "report": cmd_report}[args.cmd](args)
     except (SpecError, CliError) as e:
         _err(str(e))
         return USAGE_ERROR
+    except JobRefused as e:                 # the cluster refused the job: not a usage mistake
+        _err(f"the Jobs API refused the job: {e}")
+        return RUN_ERROR
     except KeyboardInterrupt:
         _err("interrupted")
         return INTERRUPTED

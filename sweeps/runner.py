@@ -17,6 +17,7 @@ import json
 import math
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -52,6 +53,7 @@ class PackSearcher(Searcher):
         self.budget_bytes = budget_bytes
         self.recorded = recorded or {}        # resume: run_id -> its committed row (not run again)
         self.resumed = 0
+        self.mismatch = False                 # resume: round 1 matches none of the recorded runs
         self.search = make_search(spec, out_dir)
         self.meta = sweep_meta(spec)
         self.queue: list[list] = []
@@ -82,6 +84,9 @@ class PackSearcher(Searcher):
                 self.finished = True
                 return
             todo = [p for p in probes if p.member.run_id() not in self.recorded]
+            if self.search.round == 1 and self.recorded and len(todo) == len(probes):
+                self.mismatch = self.finished = True    # see `ResumeMismatch`
+                return
             self.round_rows = [{**self.recorded[p.member.run_id()], **p.meta} for p in probes
                                if p.member.run_id() in self.recorded]
             self.resumed += len(self.round_rows)
@@ -142,6 +147,19 @@ class PackSearcher(Searcher):
         self.progress(f"  trial {trial_id}: {len(rows)} runs ({ok} ok) | total {self.done_runs} runs | {self._elapsed()}")
 
 
+class ResumeMismatch(SpecError):
+    """Resume found runs recorded in DIR, but none of them is a run of the first round that this code builds
+    from DIR/spec.yaml. Every search here runs its rounds in order and round 1 is deterministic, so an
+    interrupted sweep with any recorded run has recorded some of round 1: its run_ids (hashes of the resolved
+    configs) are not this code's. That happens when the config schema changed since the sweep started (a new
+    field changes every run_id); resuming would run the whole sweep again beside the old runs."""
+
+    def __init__(self, out_dir: str, n_recorded: int):
+        super().__init__(f"{out_dir}: none of its {n_recorded} recorded runs is a run this version of ftcore builds "
+                         "from its spec.yaml (was spec.yaml edited, or the config schema changed since the sweep "
+                         "started?); resume it with the version that started it, or start a new sweep")
+
+
 class SweepInterrupted(KeyboardInterrupt):
     """Tune ended before the search did (Ctrl-C, SIGTERM); `n_recorded` runs are committed in DIR."""
 
@@ -157,12 +175,33 @@ def init_ray(address: str | None) -> bool:
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if address:
-        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+        try:
+            ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+        except ConnectionError as e:          # "auto" with no cluster on this machine, a cluster gone
+            raise SpecError(f"--address {address}: {' '.join(str(e).split())[:300]}") from None
         return False
     loopback_only()
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING",
              log_to_driver=False, _node_ip_address="127.0.0.1")
     return True
+
+
+def check_address(address: str | None, timeout_s: float = 5.0) -> None:
+    """`--address` of `ftsweep run/resume`, checked before anything is written: the Jobs API URL is refused
+    (it is `ftsweep submit`'s), and a HOST:PORT that nothing answers on fails now, in one line, instead of
+    Ray waiting minutes for a GCS that is not there. `auto` and `ray://` are left to ray.init."""
+    if not address or address == "auto" or address.startswith("ray://"):
+        return
+    if address.startswith(("http://", "https://")):
+        raise SpecError(f"--address {address}: that is a Jobs API (dashboard) URL, which ftsweep submit takes; "
+                        "ftsweep run and resume take the cluster's GCS address (HEAD:6379, or auto on a cluster node)")
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise SpecError(f"--address {address}: expected HOST:PORT (the GCS, e.g. 10.0.0.1:6379), auto or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise SpecError(f"--address {address}: no Ray cluster answers there ({e.strerror or e})") from None
 
 
 def loopback_only() -> None:
@@ -211,11 +250,13 @@ def recorded_rows(out_dir: str) -> dict[str, dict]:
 
 
 def run_sweep(spec: SweepSpec, out_dir: str | Path, address: str | None = None, progress=print,
-              resume: bool = False) -> dict:
+              resume: bool = False, prepare=None) -> dict:
     """Run `spec` into `out_dir` (a path or a pyarrow-filesystem URI); with `resume`, runs already committed
-    there are not run again."""
+    there are not run again. `prepare()` (the CLI: create DIR, save spec.yaml) runs once Ray is up and has
+    the resources a trial needs, so a mistaken address or execution section writes nothing."""
     out_dir = out_dir if is_uri(out_dir) else str(Path(out_dir).resolve())
     recorded = recorded_rows(out_dir) if resume else None
+    check_address(address)
     started = init_ray(address)
     previous = sigterm_like_ctrl_c()
     try:
@@ -226,6 +267,8 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, address: str | None = None, 
             need = f"{ex.cpus_per_trial} CPU" + (f" and {ex.gpus_per_trial} GPU" if ex.gpus_per_trial else "")
             raise SpecError(f"execution: a trial needs {need}, but the cluster has "
                             f"{resources.get('CPU', 0):g} CPU and {resources.get('GPU', 0):g} GPU")
+        if prepare is not None:
+            prepare()
         missing = unshared_nodes(out_dir)
         if missing:
             raise SpecError(f"--out {out_dir}: node(s) {', '.join(missing)} cannot see this directory; on a "
@@ -242,6 +285,8 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, address: str | None = None, 
                                           failure_config=ray.tune.FailureConfig(max_failures=spec.execution.max_failures)),
         )
         tuner.fit()
+        if searcher.mismatch:
+            raise ResumeMismatch(out_dir, len(recorded))
         if not searcher.finished:           # Tune stopped early: SIGINT/SIGTERM (it returns normally then)
             raise SweepInterrupted(ResultSink(out_dir).n_runs())
         counts = searcher.search.counts()

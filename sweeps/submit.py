@@ -7,6 +7,11 @@ unchanged tree is uploaded once), and every process of the job, the driver and e
 node, imports this code from it ahead of whatever version the nodes installed. The entrypoint is
 `python -m sweeps.cli run spec.yaml --out OUT --address auto`: the job's driver runs Tune on the head.
 
+`ftsweep submit --resume OUT` stages the code alone and runs `python -m sweeps.cli resume OUT --address auto`:
+the spec is the one the interrupted sweep saved in OUT. `ftsweep stop JOB` asks Ray to stop a job: its driver
+gets SIGTERM, which stops Tune as Ctrl-C does (the runs finished so far stay recorded; resume goes on), and
+SIGKILL only after `STOP_WAIT_S` (Ray's own default, 3 s, is shorter than Tune needs to end its trials).
+
 OUT is a path on the cluster, or a pyarrow-filesystem URI. Trials on other nodes write their parts there
 themselves, so on a multi-node cluster it must be shared storage (NFS or s3://...); `ftsweep run` checks
 that every node sees a local OUT before the first trial (sweeps/shared_storage.py).
@@ -25,6 +30,8 @@ from pathlib import Path
 PACKAGES = ("ftcore", "kernels", "sweeps", "analysis")
 FORWARDED_ENV = ("FTCORE_KERNELS", "FTCORE_PROGRESS_S")     # knobs set here reach the job's processes
 DEFAULT_OUT = "~/ftcore/results/{name}"                     # on the head; `ray rsync-down` pulls it back
+TERMINAL = ("STOPPED", "SUCCEEDED", "FAILED")
+STOP_WAIT_S = 60                                            # SIGTERM -> SIGKILL grace of `ftsweep stop`
 
 
 def job_address(address: str | None) -> str:
@@ -49,12 +56,13 @@ def client(address: str | None):
         raise ValueError(f"cannot reach the Ray Jobs API at {url}: {' '.join(str(e).split())[:300]}") from None
 
 
-def stage(spec_yaml: str, dest: Path) -> Path:
-    """`dest/` = the four packages (no caches) + spec.yaml: the job's working_dir."""
+def stage(spec_yaml: str | None, dest: Path) -> Path:
+    """`dest/` = the four packages (no caches) [+ spec.yaml]: the job's working_dir."""
     for name in PACKAGES:
         src = Path(__import__(name).__file__).parent
         shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    (dest / "spec.yaml").write_text(spec_yaml)
+    if spec_yaml is not None:
+        (dest / "spec.yaml").write_text(spec_yaml)
     return dest
 
 
@@ -65,23 +73,37 @@ def shell_path(out: str) -> str:
     return shlex.quote(out)
 
 
-def entrypoint(out: str) -> str:
+def entrypoint(out: str, resume: bool = False) -> str:
+    if resume:
+        return f"python -m sweeps.cli resume {shell_path(out)} --address auto"
     return f"python -m sweeps.cli run spec.yaml --out {shell_path(out)} --address auto"
 
 
 def submit(spec, spec_yaml: str, out: str | None, address: str | None) -> tuple[str, str]:
-    """Stage, upload and start the job; returns (submission id, OUT)."""
+    """Stage, upload and start the sweep's job; returns (submission id, OUT)."""
     out = out or DEFAULT_OUT.format(name=spec.name)
+    return _start(spec.name, spec_yaml, out, address), out
+
+
+def submit_resume(out: str, address: str | None) -> str:
+    """Start a job that finishes the interrupted sweep in OUT (a path on the cluster or a URI); returns its id.
+    The sweep's name is OUT's last component until the job reads OUT/spec.yaml there."""
+    return _start(out.rstrip("/").rsplit("/", 1)[-1] or "sweep", None, out, address)
+
+
+def _start(name: str, spec_yaml: str | None, out: str, address: str | None) -> str:
     jobs = client(address)
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
-    job_id = f"ftsweep-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    env["RAY_JOB_STOP_WAIT_TIME_S"] = str(STOP_WAIT_S)     # read by the job's supervisor, which gets env_vars too
+    resume = spec_yaml is None
+    job_id = f"ftsweep-{'resume-' if resume else ''}{name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     with tempfile.TemporaryDirectory(prefix="ftsweep-job-") as tmp:
         wd = stage(spec_yaml, Path(tmp))
-        kwargs = {"entrypoint": entrypoint(out), "submission_id": job_id,
+        kwargs = {"entrypoint": entrypoint(out, resume), "submission_id": job_id,
                   "runtime_env": {"working_dir": str(wd), "env_vars": env},
-                  "metadata": {"ftsweep.sweep": spec.name, "ftsweep.out": out}}
+                  "metadata": {"ftsweep.sweep": name, "ftsweep.out": out, "ftsweep.resume": str(resume).lower()}}
         _retry_while_starting(lambda: jobs.submit_job(**kwargs))
-    return job_id, out
+    return job_id
 
 
 def _retry_while_starting(call, wait_s: float = 90.0):
@@ -111,6 +133,19 @@ def list_jobs(address: str | None) -> list[dict]:
     jobs.sort(key=lambda j: j.start_time or 0)
     return [{"job": j.submission_id, "status": str(j.status.value), "sweep": j.metadata["ftsweep.sweep"],
              "out": j.metadata.get("ftsweep.out", "")} for j in jobs]
+
+
+def stop(job_id: str, address: str | None, wait_s: float = STOP_WAIT_S + 30) -> str:
+    """Ask Ray to stop the job, then wait (at most `wait_s`) for it to end; returns its last status
+    (STOPPED, or what it had already ended as: SUCCEEDED, FAILED)."""
+    jobs = client(address)
+    jobs.stop_job(job_id)                                   # False: it had already ended
+    t0 = time.monotonic()
+    while True:
+        st = str(jobs.get_job_status(job_id).value)
+        if st in TERMINAL or time.monotonic() - t0 > wait_s:
+            return st
+        time.sleep(1)
 
 
 def logs(job_id: str, address: str | None, follow: bool, write) -> str:

@@ -39,7 +39,7 @@ def test_bad_input(case, tmp_path, capsys, monkeypatch):
     before = sorted(tmp_path.rglob("*"))
     out = tmp_path / "out"
     try:
-        code = main(["run", spec, *case.get("overrides", []), "--out", str(out)])
+        code = main(["run", spec, *case.get("overrides", []), *case.get("args", []), "--out", str(out)])
     except SystemExit as e:       # argparse's own usage errors exit 2 too
         code = e.code
     err = capsys.readouterr().err.strip().splitlines()

@@ -1,10 +1,12 @@
 """A real two-node Ray on loopback (`ray start --head` + `ray start --address`, token auth on), and a sweep
 submitted through the Jobs API with `ftsweep submit`: trials ran on both nodes (the Ray node id is recorded
-per run), the results are complete, and `ftsweep status` / `logs` follow the job."""
+per run), the results are complete, and `ftsweep status` / `logs` follow the job; a job stopped mid-sweep
+(`ftsweep stop`) is finished by `ftsweep submit --resume` with exactly the spec's run_ids."""
 import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -72,6 +74,12 @@ def ftsweep(*args, env, check=True) -> subprocess.CompletedProcess:
     return r
 
 
+def expected_ids(spec: Path, overrides=()) -> set[str]:
+    """Every grid point × seed of a grid sweep, without training."""
+    s = load_spec(spec, list(overrides))
+    return {build_member(s, p, seed).run_id() for p in s.grid_points() for seed in s.seed_list()}
+
+
 def test_sweep_submitted_as_a_job_runs_on_both_nodes(cluster, tmp_path):
     env, address, _ = cluster
     spec = tmp_path / "two.yaml"
@@ -83,9 +91,7 @@ def test_sweep_submitted_as_a_job_runs_on_both_nodes(cluster, tmp_path):
 
     parts = sorted((out / "runs").glob("part-*.parquet"))
     runs = pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default").to_pandas()
-    s = load_spec(spec, ["train.steps=600"])
-    expected = {build_member(s, p, seed).run_id() for p in s.grid_points() for seed in s.seed_list()}
-    assert set(runs.run_id) == expected and runs.run_id.is_unique and set(runs.status) == {"ok"}
+    assert set(runs.run_id) == expected_ids(spec, ["train.steps=600"]) and runs.run_id.is_unique and set(runs.status) == {"ok"}
     assert (runs["train.steps"] == 600).all()                 # the override reached the cluster
     assert runs.ray_node_id.nunique() == 2, runs[["trial_id", "ray_node_id"]]
     assert (out / "report" / "report.md").is_file()
@@ -96,12 +102,62 @@ def test_sweep_submitted_as_a_job_runs_on_both_nodes(cluster, tmp_path):
     assert "done: 4 member runs" in ftsweep("logs", job, "--address", address, env=env).stdout
 
 
+SIXTEEN_TRIALS = TWO_TRIALS.replace("seeds: 2", "seeds: 8").replace("pack_size: 2", "pack_size: 1").replace(
+    "steps: 400", "steps: 4000")
+
+
+def test_stopped_job_is_finished_by_a_resume_job(cluster, tmp_path):
+    """Follow a job and Ctrl-C the follower (exit 130, the job goes on); `ftsweep stop` it once a trial has
+    committed; `ftsweep submit --resume OUT` finishes it: every run once, the stopped job's parts untouched."""
+    env, address, _ = cluster
+    spec = tmp_path / "sixteen.yaml"
+    spec.write_text(SIXTEEN_TRIALS)        # ~25 s of trials: the stop lands mid-sweep
+    out = tmp_path / "out"
+    r = ftsweep("submit", str(spec), "--address", address, "--out", str(out), env=env)
+    job = r.stdout.strip().splitlines()[-1]
+
+    follow = subprocess.Popen([sys.executable, "-m", "sweeps.cli", "logs", job, "--address", address, "--follow"],
+                              env=env, cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines, t0 = [], time.time()
+    for line in follow.stdout:                  # the job's own progress lines, as they come
+        lines.append(line)
+        if re.search(r"trial \S+: 1 runs \(1 ok\)", line):
+            break
+        assert time.time() - t0 < 300, "".join(lines[-30:])
+    follow.send_signal(signal.SIGINT)
+    rest, _ = follow.communicate(timeout=60)
+    assert follow.returncode == 130, "".join(lines[-20:]) + rest
+    assert f"job {job} goes on" in rest
+    assert f"{job}: RUNNING" in ftsweep("status", job, "--address", address, env=env).stdout
+
+    stopped = ftsweep("stop", job, "--address", address, env=env).stdout
+    assert f"job {job}: STOPPED" in stopped and f"ftsweep submit --resume {out}" in stopped, stopped
+    parts = {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("part-*.parquet")}
+    n_before = len(parts)                      # one run per trial, so one part per run
+    assert 1 <= n_before < 16, parts
+    assert "interrupted" in ftsweep("logs", job, "--address", address, env=env).stdout  # Tune ended cleanly
+
+    r = ftsweep("submit", "--resume", str(out), "--address", address, "--wait", env=env)
+    assert re.search(rf"resumed: {n_before} runs were already recorded, {16 - n_before} ran now", r.stdout), r.stdout
+    assert "SUCCEEDED" in r.stdout and (out / "report" / "report.md").is_file()
+    for name, mtime in parts.items():
+        assert (out / "runs" / name).stat().st_mtime_ns == mtime
+    runs = pa.concat_tables([pq.read_table(p) for p in sorted((out / "runs").glob("part-*.parquet"))],
+                            promote_options="default").to_pandas()
+    assert set(runs.run_id) == expected_ids(spec) and runs.run_id.is_unique and set(runs.status) == {"ok"}
+
+
 def test_job_mistakes_exit_2(cluster, tmp_path):
     env, address, _ = cluster
     r = ftsweep("status", "no-such-job", "--address", address, env=env, check=False)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no-such-job" in r.stderr
     r = ftsweep("submit", str(tmp_path / "missing.yaml"), "--address", address, env=env, check=False)
     assert r.returncode == 2 and "missing.yaml" in r.stderr
+    r = ftsweep("stop", "no-such-job", "--address", address, env=env, check=False)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no-such-job" in r.stderr
+    for args in (["--resume", "rel/dir"], ["--resume", "/abs", str(tmp_path / "x.yaml")], []):
+        r = ftsweep("submit", *args, "--address", address, env=env, check=False)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
 
 
 def can_unshare() -> bool:

@@ -203,3 +203,49 @@ def test_sigterm_stops_the_sweep_and_resume_finishes_it(tmp_path):
     ftsweep(["resume", str(out)], tmp_path)
     runs = runs_table(out).to_pandas()
     assert set(runs.run_id) == spec_run_ids(spec) and runs.run_id.is_unique and set(runs.status) == {"ok"}
+
+
+DIVERGING = """
+name: diverging
+model:   {name: mlp, width: 8, depth: 2}
+task:    {name: ftc_relabel, dim: 4, k_per_n: 2.0, tol: 0.1}
+adapter: {name: additive_relu, depth: 2, width: 8}
+train:   {steps: 200, eval_every: 20, early_stop: false}
+axes:
+  train.lr: [2.0e-2, 1.0e+30]
+seeds: 2
+"""
+
+
+def test_diverging_members_are_recorded_diverged_not_a_crash(tmp_path):
+    """lr = 1e30 blows its members up (inf, then NaN) inside a pack with healthy ones: the sweep exits 0, those
+    runs are `diverged` with their NaN metrics kept, the others `ok` and finite, and the report counts them."""
+    spec = tmp_path / "div.yaml"
+    spec.write_text(DIVERGING)
+    out = tmp_path / "out"
+    text = ftsweep(["run", str(spec), "--out", str(out)], tmp_path)
+    assert "done: 4 member runs" in text, text[-3000:]
+    runs = runs_table(out).to_pandas()
+    assert set(runs.run_id) == spec_run_ids(spec) and runs.run_id.is_unique
+    blown, fine = runs[runs["train.lr"] > 1], runs[runs["train.lr"] < 1]
+    assert set(blown.status) == {"diverged"} and set(fine.status) == {"ok"}
+    assert blown["train/loss"].isna().all() and fine["train/loss"].notna().all()
+    assert "4 runs: ok 2, diverged 2, failed 0" in (out / "report" / "report.md").read_text()
+
+
+def test_resume_refuses_runs_this_code_does_not_build(tmp_path):
+    """Recorded runs whose run_ids this code no longer builds from spec.yaml (here: the saved spec edited, as a
+    changed config schema would do): resume exits 2 in one line instead of running the sweep again beside them."""
+    spec = tmp_path / "grid.yaml"
+    spec.write_text(ONE_TRIAL_GRID.replace("steps: 3000", "steps: 60"))
+    out = tmp_path / "out"
+    ftsweep(["run", str(spec), "--out", str(out)], tmp_path)
+    saved = out / "spec.yaml"
+    saved.write_text(saved.read_text().replace("steps: 60", "steps: 61"))
+    parts = sorted(p.name for p in (out / "runs").iterdir())
+    proc = start(["resume", str(out)], tmp_path)
+    text, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 2, text[-3000:]
+    errors = [line for line in text.splitlines() if line.startswith("ftsweep: error:")]
+    assert len(errors) == 1 and "none of its 4 recorded runs" in errors[0] and "Traceback" not in text
+    assert sorted(p.name for p in (out / "runs").iterdir()) == parts
