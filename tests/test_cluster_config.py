@@ -40,3 +40,11 @@ def test_no_public_dashboard_and_no_secrets():
     assert "--dashboard-host=127.0.0.1" in start and "0.0.0.0" not in TEXT
     assert not re.search(r"(aws_secret|secret_access_key|password|\b\d{12}\b|ssh_private_key)", TEXT, re.IGNORECASE)
     assert "torch==2.13.0" in " ".join(CONFIG["setup_commands"])          # torch first: no CUDA wheel surprise
+
+
+def test_every_node_type_pins_a_current_image():
+    """Without an ImageId, `ray up` launches Ray's default AWS image (an Ubuntu 18.04 DLAMI, older than this
+    project's Python 3.10): set-up would fail on every node."""
+    for name, node in CONFIG["available_node_types"].items():
+        image = node["node_config"].get("ImageId", "")
+        assert re.fullmatch(r"ami-[0-9a-f]{8,17}|resolve:ssm:/aws/service/\S+ubuntu-2[2-9]\.04\S*", image), (name, image)
