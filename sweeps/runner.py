@@ -84,7 +84,8 @@ class PackSearcher(Searcher):
                 self.finished = True
                 return
             todo = [p for p in probes if p.member.run_id() not in self.recorded]
-            if self.search.round == 1 and self.recorded and len(todo) == len(probes):
+            if (self.search.round == 1 and self.search.same_first_round and self.recorded
+                    and len(todo) == len(probes)):
                 self.mismatch = self.finished = True    # see `ResumeMismatch`
                 return
             self.round_rows = [{**self.recorded[p.member.run_id()], **p.meta} for p in probes
@@ -149,9 +150,9 @@ class PackSearcher(Searcher):
 
 class ResumeMismatch(SpecError):
     """Resume found runs recorded in DIR, but none of them is a run of the first round that this code builds
-    from DIR/spec.yaml. Every search here runs its rounds in order and round 1 is deterministic, so an
-    interrupted sweep with any recorded run has recorded some of round 1: its run_ids (hashes of the resolved
-    configs) are not this code's. That happens when the config schema changed since the sweep started (a new
+    from DIR/spec.yaml. A grid or capacity search runs its rounds in order and its round 1 is always the same,
+    so an interrupted sweep with any recorded run has recorded some of round 1: its run_ids (hashes of the
+    resolved configs) are not this code's (not checked for Optuna, whose resumed first round is a later one). That happens when the config schema changed since the sweep started (a new
     field changes every run_id); resuming would run the whole sweep again beside the old runs."""
 
     def __init__(self, out_dir: str, n_recorded: int):

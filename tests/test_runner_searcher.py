@@ -50,3 +50,46 @@ def test_rounds_waiting_and_failed_trials(tmp_path):
     for g in set(failed["group"]):
         value, n_success, _ = s.search.search.state[g].probes[0]
         assert value == 1 and n_success == 0 and len(s.search.search.state[g].probes) > 1
+
+
+def first_round(s: PackSearcher) -> list[dict]:
+    """Every payload of the round Tune is handed first (the searcher asked until it says wait)."""
+    payloads, n = [], 0
+    while isinstance(cfg := s.suggest(f"t{n}"), dict):
+        payloads += [p for pack in cfg["packs"] for p in pack]
+        n += 1
+    return payloads
+
+
+def row_of(payload: dict, **metrics) -> dict:
+    from ftcore.config import member_from_dict
+    return {"run_id": member_from_dict(payload["config"]).run_id(), "status": "ok", **payload["meta"], **metrics}
+
+
+def test_resume_with_runs_this_spec_does_not_build_is_a_mismatch(tmp_path):
+    spec = tiny_capacity_spec()
+    stranger = {"run_id": "0" * 16, "status": "ok", "fit/success": 1.0}
+    s = PackSearcher(spec, tmp_path, n_slots=2, progress=print, recorded={stranger["run_id"]: stranger})
+    assert s.suggest("t0") == Searcher.FINISHED and s.mismatch
+    # one genuine run of round 1 recorded: no mismatch, the rest of the round is handed out
+    genuine = row_of(first_round(PackSearcher(spec, tmp_path / "ref", 2, print))[0], **{"fit/success": 1.0})
+    s = PackSearcher(spec, tmp_path, n_slots=2, progress=print, recorded={genuine["run_id"]: genuine})
+    assert len(first_round(s)) == 2 * 2 - 1 and not s.mismatch and s.resumed == 1
+
+
+def test_resumed_optuna_study_past_its_first_batch_is_not_a_mismatch(tmp_path):
+    """A study whose first batch was told before the driver died resumes with its second batch: none of the
+    recorded runs is in that round, and that is right (Optuna is exempt from the round-1 check)."""
+    from pathlib import Path
+    from sweeps.spec import load_spec
+    spec = load_spec(Path(__file__).parent.parent / "sweeps" / "lora_rank.yaml",
+                     ["model.width=4", "model.depth=2", "task.target_depth=1", "seeds=1", "train.method=adam",
+                      "adapter.rank=2", "task.pretrained=[false]", "search.n_trials=4", "search.batch=2"])
+    s = PackSearcher(spec, tmp_path, n_slots=1, progress=print)
+    told = [row_of(p, **{"val/mse": 0.1 * i}) for i, p in enumerate(first_round(s), 1)]
+    assert len(told) == 2
+    s.on_trial_complete("t0", {"rows": json.dumps(told)})
+    s.suggest("t1")                                  # the round is recorded: the study is told both trials
+    resumed = PackSearcher(spec, tmp_path, n_slots=1, progress=print, recorded={r["run_id"]: r for r in told})
+    nxt = first_round(resumed)
+    assert not resumed.mismatch and len(nxt) == 2 and {p["meta"]["optuna.trial"] for p in nxt} == {2, 3}

@@ -27,6 +27,10 @@ class Probe:
 
 
 class RoundSearch:
+    # Round 1 is the same whenever the search starts (resume replays from it): grid and capacity. Optuna's
+    # studies reload their told trials from the journal, so a resumed study's first round is a later one.
+    same_first_round = True
+
     def __init__(self, spec: SweepSpec, out_dir=None):
         self.spec, self.out_dir = spec, out_dir
         self.round = 0

@@ -25,6 +25,7 @@ from sweeps.spec import SweepSpec, group_label
 
 
 class OptunaDriver(RoundSearch):
+    same_first_round = False         # see RoundSearch
     def __init__(self, spec: SweepSpec, out_dir):
         super().__init__(spec, out_dir)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
