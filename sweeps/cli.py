@@ -258,20 +258,21 @@ def cmd_logs(args) -> int:
     if not args.follow:
         _jobs(lambda: submit.logs(args.job, args.address, False, _write), args.job)
         return 0
-    final = _follow(lambda: submit.logs(args.job, args.address, True, _write), args.job, submit.job_address(args.address))
+    address = _jobs(lambda: submit.job_address(args.address))
+    final = _follow(lambda: submit.logs(args.job, address, True, _write), args.job, address)
     return INTERRUPTED if final is None else 0
 
 
 def cmd_stop(args) -> int:
     from sweeps import submit
-    final = _jobs(lambda: submit.stop(args.job, args.address), args.job)
-    address = submit.job_address(args.address)
+    address = _jobs(lambda: submit.job_address(args.address))
+    final = _jobs(lambda: submit.stop(args.job, address), args.job)
     if final not in submit.TERMINAL:
         _say(f"job {args.job}: stop requested, still {final}; see ftsweep status {args.job} --address {address}")
         return RUN_ERROR
     _say(f"job {args.job}: {final}")
     if final == "STOPPED":
-        out = submit.status(args.job, args.address)["out"]
+        out = _jobs(lambda: submit.status(args.job, address), args.job)["out"]
         _say(f"the runs finished so far are recorded in {out}; finish the sweep with: "
              f"ftsweep submit --resume {out} --address {address}")
     return 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 import shlex
 import shutil
@@ -88,7 +89,8 @@ def submit(spec, spec_yaml: str, out: str | None, address: str | None) -> tuple[
 def submit_resume(out: str, address: str | None) -> str:
     """Start a job that finishes the interrupted sweep in OUT (a path on the cluster or a URI); returns its id.
     The sweep's name is OUT's last component until the job reads OUT/spec.yaml there."""
-    return _start(out.rstrip("/").rsplit("/", 1)[-1] or "sweep", None, out, address)
+    last = out.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]          # s3://b/prefix?region=x -> prefix
+    return _start(re.sub(r"[^A-Za-z0-9_.-]", "_", last) or "sweep", None, out, address)
 
 
 def _start(name: str, spec_yaml: str | None, out: str, address: str | None) -> str:

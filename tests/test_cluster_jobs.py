@@ -193,8 +193,9 @@ def test_submit_without_a_reachable_cluster_exits_2(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS")}
     t0 = time.time()
     for args in (["--address", f"http://127.0.0.1:{free_port()}"], ["--address", "127.0.0.1:6379"], []):
-        r = ftsweep("submit", str(spec), *args, env=env, check=False)
-        assert r.returncode == 2 and r.stderr.startswith("ftsweep: error:") and r.stderr.count("\n") == 1, r.stderr
+        for cmd in (["submit", str(spec)], ["logs", "job", "--follow"], ["stop", "job"], ["status", "job"]):
+            r = ftsweep(*cmd, *args, env=env, check=False)
+            assert r.returncode == 2 and r.stderr.startswith("ftsweep: error:") and r.stderr.count("\n") == 1, (cmd, r.stderr)
     r = ftsweep("submit", str(spec), "--address", "http://127.0.0.1:1", "--out", "rel/dir", env=env, check=False)
     assert r.returncode == 2 and "absolute" in r.stderr
     assert time.time() - t0 < 120
