@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sweeps.spec import build_member, load_spec
+from grid_ids import grid_run_ids
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -74,12 +74,6 @@ def ftsweep(*args, env, check=True) -> subprocess.CompletedProcess:
     return r
 
 
-def expected_ids(spec: Path, overrides=()) -> set[str]:
-    """Every grid point × seed of a grid sweep, without training."""
-    s = load_spec(spec, list(overrides))
-    return {build_member(s, p, seed).run_id() for p in s.grid_points() for seed in s.seed_list()}
-
-
 def test_sweep_submitted_as_a_job_runs_on_both_nodes(cluster, tmp_path):
     env, address, _ = cluster
     spec = tmp_path / "two.yaml"
@@ -91,7 +85,7 @@ def test_sweep_submitted_as_a_job_runs_on_both_nodes(cluster, tmp_path):
 
     parts = sorted((out / "runs").glob("part-*.parquet"))
     runs = pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default").to_pandas()
-    assert set(runs.run_id) == expected_ids(spec, ["train.steps=600"]) and runs.run_id.is_unique and set(runs.status) == {"ok"}
+    assert set(runs.run_id) == set(grid_run_ids(spec, ["train.steps=600"])) and runs.run_id.is_unique and set(runs.status) == {"ok"}
     assert (runs["train.steps"] == 600).all()                 # the override reached the cluster
     assert runs.ray_node_id.nunique() == 2, runs[["trial_id", "ray_node_id"]]
     assert (out / "report" / "report.md").is_file()
@@ -144,7 +138,7 @@ def test_stopped_job_is_finished_by_a_resume_job(cluster, tmp_path):
         assert (out / "runs" / name).stat().st_mtime_ns == mtime
     runs = pa.concat_tables([pq.read_table(p) for p in sorted((out / "runs").glob("part-*.parquet"))],
                             promote_options="default").to_pandas()
-    assert set(runs.run_id) == expected_ids(spec) and runs.run_id.is_unique and set(runs.status) == {"ok"}
+    assert set(runs.run_id) == set(grid_run_ids(spec)) and runs.run_id.is_unique and set(runs.status) == {"ok"}
 
 
 def test_job_mistakes_exit_2(cluster, tmp_path):

@@ -18,7 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sweeps.spec import build_member, load_spec
+from grid_ids import grid_run_ids
+from sweeps.spec import load_spec
 
 pytestmark = pytest.mark.slow
 
@@ -52,12 +53,6 @@ report: {kind: capacity, x: task.n, curve_by: [adapter.depth]}
 def runs_table(out: Path) -> pa.Table:
     parts = sorted((out / "runs").glob("part-*.parquet"))
     return pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default")
-
-
-def spec_run_ids(path: Path) -> set[str]:
-    """Every grid point × seed of a grid sweep, without training."""
-    s = load_spec(path)
-    return {build_member(s, point, seed).run_id() for point in s.grid_points() for seed in s.seed_list()}
 
 
 def ray_processes() -> dict[int, str]:
@@ -112,7 +107,7 @@ def test_killed_trial_worker_is_retried(tmp_path):
     spec = tmp_path / "one.yaml"
     spec.write_text(ONE_TRIAL_GRID)
     out = tmp_path / "out"
-    expected = spec_run_ids(spec)
+    expected = set(grid_run_ids(spec))
     before = set(ray_processes())
     proc = start(["run", str(spec), "--out", str(out)], tmp_path, FTCORE_PROGRESS_S="0")
     lines = read_until(proc, r"trial (\S+): pack 1/1 at step")
@@ -202,7 +197,7 @@ def test_sigterm_stops_the_sweep_and_resume_finishes_it(tmp_path):
 
     ftsweep(["resume", str(out)], tmp_path)
     runs = runs_table(out).to_pandas()
-    assert set(runs.run_id) == spec_run_ids(spec) and runs.run_id.is_unique and set(runs.status) == {"ok"}
+    assert set(runs.run_id) == set(grid_run_ids(spec)) and runs.run_id.is_unique and set(runs.status) == {"ok"}
 
 
 DIVERGING = """
@@ -226,7 +221,7 @@ def test_diverging_members_are_recorded_diverged_not_a_crash(tmp_path):
     text = ftsweep(["run", str(spec), "--out", str(out)], tmp_path)
     assert "done: 4 member runs" in text, text[-3000:]
     runs = runs_table(out).to_pandas()
-    assert set(runs.run_id) == spec_run_ids(spec) and runs.run_id.is_unique
+    assert set(runs.run_id) == set(grid_run_ids(spec)) and runs.run_id.is_unique
     blown, fine = runs[runs["train.lr"] > 1], runs[runs["train.lr"] < 1]
     assert set(blown.status) == {"diverged"} and set(fine.status) == {"ok"}
     assert blown["train/loss"].isna().all() and fine["train/loss"].notna().all()

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sweeps.spec import build_member, load_checked
+from grid_ids import grid_run_ids
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).parent.parent
@@ -23,8 +23,7 @@ OVERRIDES = [f"seeds={N_RUNS // 4}"]
 @functools.cache
 def expected_run_ids() -> tuple[str, ...]:
     """Every grid point × seed of the spec, built as the grid search builds them (no training; ~10 s: cached)."""
-    spec, _ = load_checked(SPEC, OVERRIDES)
-    return tuple(build_member(spec, point, seed).run_id() for point in spec.grid_points() for seed in spec.seed_list())
+    return tuple(grid_run_ids(SPEC, OVERRIDES))
 
 
 def test_spec_implies_the_run_count():
