@@ -1,6 +1,6 @@
 """Thresholds, power-law fits, plots and the report of a sweep output directory.
 
-Reads Parquet only (DESIGN.md §4) and imports none of ftcore, sweeps, kernels, torch or ray:
+Reads Parquet only (DESIGN.md §4) and imports none of ftcore, sweeps, ftkernels, torch or ray:
 DataFrames in, figures and tables out.
 
     from analysis import write_report

@@ -28,6 +28,7 @@ from analysis.icl_report import icl_section
 from analysis.load import read_runs
 from analysis.markdown import FLAG, Section
 from analysis.meta import SweepMeta
+from analysis.needles_report import needles_section
 from analysis.rank_report import rank_section
 from analysis.retrieval_report import retrieval_section
 
@@ -76,6 +77,8 @@ def sweep_section(runs: pd.DataFrame, outdir: Path, *, n_boot: int, seed: int) -
             sec = accuracy_section(runs, meta, outdir, figure_name=f"{_slug(name)}_accuracy.png", n_boot=n_boot, seed=seed)
         elif kind == "retrieval":
             sec = retrieval_section(runs, meta, outdir, figure_name=f"{_slug(name)}_retrieval.png", n_boot=n_boot, seed=seed)
+        elif kind == "needles":
+            sec = needles_section(runs, meta, outdir, figure_name=f"{_slug(name)}_needles.png", n_boot=n_boot, seed=seed)
         elif kind == "batch_selection":
             sec = batch_section(runs, meta, outdir, figure_name=f"{_slug(name)}_batch_selection.png", n_boot=n_boot, seed=seed)
         else:

@@ -1,4 +1,4 @@
-"""Benchmark the fused LoRA linear (kernels.lora_linear) against PEFT-style eager code and torch.compile.
+"""Benchmark the fused LoRA linear (ftkernels.lora_linear) against PEFT-style eager code and torch.compile.
 
     python benchmarks/bench_kernels.py                 # CUDA: full table (bf16, fwd+bwd train step)
     python benchmarks/bench_kernels.py --no-compile    # skip the torch.compile column
@@ -155,7 +155,7 @@ def main(argv=None) -> int:
         os.environ.setdefault("TRITON_INTERPRET", "1")      # must precede the kernels import
     import torch.nn.functional as F
 
-    from kernels import lora_linear as L
+    from ftkernels import lora_linear as L
     device = "cuda" if cuda else "cpu"
     dtype = torch.bfloat16 if cuda else torch.float32        # bf16 is wrong in the interpreter
     gpu = torch.cuda.get_device_name() if cuda else "CPU (Triton interpreter smoke run)"

@@ -18,6 +18,10 @@ from ftcore.registry import ADAPTERS, MODELS, TASKS
 
 METHODS = ("adam", "sgd", "construction")
 SCHEDULES = ("constant", "cosine")
+SAVES = ("none", "final")
+# flat columns that do not enter the run_id: where a base's files lie and whether a checkpoint is written
+# change no number of the run (its base's identity is `model.from.run_id`)
+NOT_HASHED = ("model.from.dir", "train.save")
 
 
 def check(cond: bool, name: str, allowed: str, value: Any) -> None:
@@ -39,6 +43,7 @@ class TrainConfig:
     eval_every: int = 50        # steps between evaluations (curve points, success and divergence checks)
     batch_selection: str = "task"   # ftcore.batching strategy; "task" = the task's own batch(step)
     selection_k: int = 0        # spectral's k·B variant: cluster k·B samples at a time (0 = all N)
+    save: str = "none"          # final: keep each member's trained state (a checkpoint later sweeps fine-tune)
 
     per_member = ("lr", "weight_decay")
 
@@ -55,6 +60,19 @@ class TrainConfig:
         names = (TASK_DEFAULT,) + tuple(sorted(BATCHINGS))
         check(self.batch_selection in names, "train.batch_selection", f"one of {', '.join(names)}", self.batch_selection)
         check(self.selection_k >= 0, "train.selection_k", ">= 0 (0 = all N at once)", self.selection_k)
+        check(self.save in SAVES, "train.save", f"one of {', '.join(SAVES)}", self.save)
+
+
+@dataclass(frozen=True)
+class ModelFrom:
+    """`model.from` once the sweep layer resolved it: the recorded run whose trained model is the frozen base
+    (its checkpoint is `dir/checkpoints/<run_id>.safetensors`, ftcore.checkpoint)."""
+    run_id: str
+    dir: str
+
+    def __post_init__(self):
+        check(isinstance(self.run_id, str) and bool(self.run_id), "model.from.run_id", "a run_id", self.run_id)
+        check(isinstance(self.dir, str) and bool(self.dir), "model.from.dir", "a sweep output directory", self.dir)
 
 
 @dataclass
@@ -64,6 +82,7 @@ class MemberConfig:
     task: Any
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0
+    source: ModelFrom | None = None      # model.from: a trained base instead of the task's random one
 
     def __post_init__(self):
         check(self.seed >= 0, "seed", ">= 0", self.seed)
@@ -89,17 +108,29 @@ class MemberConfig:
         for section in ("model", "adapter", "task", "train"):
             for k, v in dataclasses.asdict(getattr(self, section)).items():
                 out[f"{section}.{k}"] = list(v) if isinstance(v, tuple) else v
+            if section == "model" and self.source is not None:
+                out["model.from.run_id"], out["model.from.dir"] = self.source.run_id, self.source.dir
         out["seed"] = self.seed
         return out
 
+    def nested(self) -> dict:
+        """The nested dict `member_from_dict` builds this config from (a base's source as `model.from`)."""
+        d: dict = {s: dataclasses.asdict(getattr(self, s)) for s in ("model", "adapter", "task", "train")}
+        if self.source is not None:
+            d["model"]["from"] = dataclasses.asdict(self.source)
+        return {**d, "seed": self.seed}
+
     def run_id(self) -> str:
-        """Hash of the resolved config: the same point of any sweep gets the same id."""
-        blob = json.dumps(self.flat(), sort_keys=True, default=str)
+        """Hash of the resolved config: the same point of any sweep gets the same id (`NOT_HASHED` left out)."""
+        blob = json.dumps({k: v for k, v in self.flat().items() if k not in NOT_HASHED}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def pack_key(self) -> tuple:
-        """Members may share a pack iff their configs agree outside the `per_member` fields."""
+        """Members may share a pack iff their configs agree outside the `per_member` fields (and the adapter can
+        pack members over this model at all: `Adapter.one_member_per_pack`)."""
         flat = self.flat()
+        if ADAPTERS.get_entry(self.adapter.name).one_member_per_pack(self.model):
+            return (("run_id", self.run_id()),)
         varying = {"seed"}
         for section, obj in (("model", self.model), ("adapter", self.adapter), ("task", self.task), ("train", self.train)):
             varying |= {f"{section}.{f}" for f in getattr(obj, "per_member", ())}
@@ -120,7 +151,8 @@ def section_config(registry, section: str, values: dict) -> Any:
 
 
 def member_from_dict(d: dict) -> MemberConfig:
-    """Nested dict {model: {...}, adapter: {...}, task: {...}, train: {...}, seed} -> validated MemberConfig."""
+    """Nested dict {model: {...}, adapter: {...}, task: {...}, train: {...}, seed} -> validated MemberConfig.
+    `model.from: {run_id, dir}` (a resolved trained base) becomes `source`."""
     top = sorted(set(d) - {"model", "adapter", "task", "train", "seed"})
     if top:
         raise ValueError(f"{top[0]}: unknown key; valid: adapter, model, seed, task, train")
@@ -129,10 +161,18 @@ def member_from_dict(d: dict) -> MemberConfig:
     bad = sorted(set(train) - known)
     if bad:
         raise ValueError(f"train.{bad[0]}: unknown key; valid: {', '.join(sorted(known))}")
+    model = dict(d.get("model", {}))
+    source = model.pop("from", None)
+    if source is not None:
+        keys = set(source) if isinstance(source, dict) else set()
+        check(keys == {"run_id", "dir"}, "model.from", "a resolved {run_id, dir} (a best/where selector is resolved "
+              "by the sweep layer)", source)
+        source = ModelFrom(**source)
     return MemberConfig(
-        model=section_config(MODELS, "model", d.get("model", {})),
+        model=section_config(MODELS, "model", model),
         adapter=section_config(ADAPTERS, "adapter", d.get("adapter", {})),
         task=section_config(TASKS, "task", d.get("task", {})),
         train=TrainConfig(**train),
         seed=int(d.get("seed", 0)),
+        source=source,
     )

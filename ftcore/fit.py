@@ -10,7 +10,8 @@ weight decay, early stop and divergence mask:
 
 `train.method: construction` runs the task's exact construction in float64 instead of training; `train.method:
 sgd` uses plain SGD. `train.batch_selection` (ftcore.batching) picks each step's mini-batch for tasks that support it.
-No Ray here: progress goes through the single `report(step, info)` callable.
+No Ray here: progress goes through the single `report(step, info)` callable. `dp` (ftcore.distributed) trains
+the pack data-parallel: each rank its rows of every member's batch, gradients and losses summed over ranks.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import ftcore.models  # noqa: F401
 import ftcore.tasks  # noqa: F401
 from ftcore.adapters.base import build_adapter
 from ftcore.batching import make_batcher
+from ftcore.checkpoint import load_base, member_state
 from ftcore.config import MemberConfig
 from ftcore.optim import PackedAdamW
 from ftcore.registry import TASKS
@@ -39,6 +41,7 @@ class MemberResult:
     steps: int                        # optimizer steps this member took
     n_trainable: int
     curve: list[dict] = field(default_factory=list)   # [{"step": s, metric: value, ...}]
+    state: dict[str, torch.Tensor] | None = None      # train.save: final: {name: p[e]} of every trainable p (CPU)
 
 
 def schedule(kind: str, step: int, steps: int) -> float:
@@ -57,13 +60,17 @@ def build_pack(members: list[MemberConfig], dtype: torch.dtype, device: torch.de
     generators, then moved, so a member's numbers do not depend on the device it trains on)."""
     c0, seeds = members[0], [m.seed for m in members]
     task = TASKS.get_entry(c0.task.name)([m.task for m in members], c0.model, seeds)
-    base = task.build_base()
+    base = task.build_base()                  # also the task's data
+    if c0.source is not None:                 # model.from: the trained base, one (1, ...) copy shared by the pack
+        base = load_base(c0.source).to(torch.float32)     # built like the task's own base, cast with the pack below
+        task.use_base(base)                                # tasks whose labels derive from the base
     in_dim, out_dim = task.io_dims(c0.task, c0.model)
     model = build_adapter([m.adapter for m in members], base, in_dim, out_dim, generators(seeds, "adapter"))
+    model.run_ids = [m.run_id() for m in members]     # pack position -> run_id (states of members compacted away)
     return task.to(dtype, device), model.to(device, dtype)
 
 
-def fit(members: list[MemberConfig], report=None, device: torch.device | str = "cpu") -> list[MemberResult]:
+def fit(members: list[MemberConfig], report=None, device: torch.device | str = "cpu", dp=None) -> list[MemberResult]:
     check_pack(members)
     c0, E = members[0], len(members)
     construction = c0.train.method == "construction"
@@ -85,7 +92,8 @@ def fit(members: list[MemberConfig], report=None, device: torch.device | str = "
 
     for step in range(steps + 1):
         if step % c0.train.eval_every == 0 or step == steps:
-            metrics = task.evaluate(model)
+            metrics = task.evaluate(model.eval())             # eval mode: no adapter dropout (peft's lora_dropout)
+            model.train()
             if "train/loss" not in metrics and step > 0:
                 metrics["train/loss"] = last_loss.to(next(iter(metrics.values())))
             finite = torch.stack([v.isfinite() for v in metrics.values()]).all(0).tolist()
@@ -108,9 +116,11 @@ def fit(members: list[MemberConfig], report=None, device: torch.device | str = "
                 task, model, opt = compact([members[live[i]] for i in keep], keep, model, opt, dtype, device)
                 live, active, last_loss = [live[i] for i in keep], active[keep], last_loss[keep]
         x, y, w = task.batch(step) if batcher is None else batcher(model, step)
+        if dp is not None:                                                        # this rank's rows, weights kept
+            x, y, w = dp.shard(x, y, w)
         loss = train_loss(task, model, x, y, w, step)                             # (E,)
-        last_loss = loss.detach()
-        finite = loss.isfinite()
+        last_loss = loss.detach() if dp is None else dp.sum(loss)                # the full batch's loss (E,)
+        finite = last_loss.isfinite()
         if not bool(finite.all()):
             for i in torch.nonzero(active & ~finite).flatten().tolist():
                 e = live[i]
@@ -118,9 +128,22 @@ def fit(members: list[MemberConfig], report=None, device: torch.device | str = "
                 final[e] = {**final[e], "train/loss": float("nan")}
         opt.zero_grad()
         torch.where(active, loss, 0.0).sum().backward()
+        if dp is not None:                                                        # Σ_r ∇L^(r) = ∇L
+            dp.all_reduce_grads(opt.params)
         opt.step(active, schedule(c0.train.schedule, step, steps))
 
-    return [MemberResult(m.run_id(), status[e], final[e], stopped[e], n_tr[e], curves[e]) for e, m in enumerate(members)]
+    states = saved_states(members, live, model)
+    return [MemberResult(m.run_id(), status[e], final[e], stopped[e], n_tr[e], curves[e], states[e])
+            for e, m in enumerate(members)]
+
+
+def saved_states(members: list[MemberConfig], live: list[int], model) -> list[dict | None]:
+    """Per member, its trained state when `train.save: final` (ftcore.checkpoint.member_state), else None:
+    from the pack at its position, or as it was when compaction dropped it (a stopped member is frozen)."""
+    retired = getattr(model, "retired", {})
+    return [None if m.train.save != "final" else
+            member_state(model, live.index(e)) if e in live else retired[m.run_id()]
+            for e, m in enumerate(members)]
 
 
 def train_loss(task, model, x, y, w, step: int) -> torch.Tensor:
@@ -167,6 +190,9 @@ def compact(members: list[MemberConfig], keep: list[int], model, opt: PackedAdam
     (entries past a member's capacity are padding, zero for everyone left). Only for tasks whose batches do
     not depend on the step or on generator state (`Task.static_batch`), so the rebuilt task is the old one."""
     task, new_model = build_pack(members, dtype, device)
+    new_model.retired = dict(getattr(model, "retired", {}))      # train.save: final keeps the dropped members' state
+    if members[0].train.save == "final":
+        new_model.retired.update({rid: member_state(model, i) for i, rid in enumerate(model.run_ids) if i not in keep})
     new_opt = make_optimizer(new_model, members)
     old_named = dict(model.named_parameters())
     with torch.no_grad():

@@ -12,7 +12,7 @@ where s_t is the schedule factor. Inactive members (finished or diverged) are le
 and a NaN in one member never leaks into the others.
 
 Layout: the trainable parameters are moved into one flat buffer (E, P) — each parameter becomes a view
-`flat[:, a:b].view(E, ...)` — so that a single `kernels.multi_adamw_` launch (Triton on CUDA, its torch
+`flat[:, a:b].view(E, ...)` — so that a single `ftkernels.multi_adamw_` launch (Triton on CUDA, its torch
 reference elsewhere) updates every parameter of every member. Gradients are gathered into the matching
 (E, P) buffer with one `torch.cat`. Build the optimizer after the model is on its device and dtype.
 """
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.multi_adamw import multi_adamw_
+from ftkernels.multi_adamw import multi_adamw_
 
 
 class PackedAdamW:

@@ -116,7 +116,7 @@ def cmd_validate(args) -> int:
 
 def _check_env() -> None:
     """Environment knobs read inside the workers: a bad value is a user mistake, refused before any write."""
-    from kernels.dispatch import choice
+    from ftkernels.dispatch import choice
     from sweeps.execute import progress_every_s
     try:
         choice()                                  # FTCORE_KERNELS

@@ -15,12 +15,13 @@ import time
 import torch
 
 import ftcore
+from ftcore import checkpoint
 from ftcore.config import member_from_dict
 from ftcore.footprint import max_members
-from kernels.dispatch import impl_for
+from ftkernels.dispatch import impl_for
 from sweeps.plan import member_cost
 from sweeps.sink import SCHEMA_VERSION, ResultSink
-from sweeps.storage import join
+from sweeps.storage import Location, join
 from sweeps.tensorboard import write_run_events
 
 
@@ -71,21 +72,34 @@ def throttled(progress, where: dict, steps: int, every_s: float | None = None):
 
 
 def run_pack(pack: list[dict], sweep_meta: dict, trial_id: str, device: str = "cpu",
-             report=None, where: dict | None = None) -> tuple[list[dict], list[dict]]:
-    """Train one pack; its runs rows (`where`: columns naming the worker, e.g. the Ray node id) and curves."""
+             report=None, where: dict | None = None, dp=None, out_dir: str | None = None) -> tuple[list[dict], list[dict]]:
+    """Train one pack (data-parallel over `dp`'s ranks if given: ftcore.distributed); its runs rows (`where`:
+    columns naming the worker, e.g. the Ray node id) and curves. Members with `train.save: final` get their
+    checkpoint written under `out_dir` (when given) and named in their row's `checkpoint`."""
     members = [member_from_dict(p["config"]) for p in pack]
     t0 = time.perf_counter()
-    results = ftcore.fit(members, report=report, device=device)
+    results = ftcore.fit(members, report=report, device=device, dp=dp)
     wall = time.perf_counter() - t0
     env = {"kernels_impl": impl_for(device), "device": device, "node": platform.node(), **(where or {}),
            **_versions()}
     runs, curves = [], []
     for p, m, r in zip(pack, members, results):
+        ckpt = write_checkpoint(out_dir, m, r.state) if out_dir is not None and r.state is not None else None
         runs.append({**record_head(p, m, sweep_meta, trial_id), **{k: _clean(v) for k, v in r.metrics.items()},
-                     "status": r.status, "steps": r.steps, "n_trainable": r.n_trainable,
+                     "status": r.status, "steps": r.steps, "n_trainable": r.n_trainable, "checkpoint": ckpt,
                      "wall_s": wall / len(members), "pack_size": len(members), **env})
         curves += [{"run_id": r.run_id, **{k: _clean(v) for k, v in row.items()}} for row in r.curve]
     return runs, curves
+
+
+def write_checkpoint(out_dir: str, member, state: dict) -> str:
+    """DIR/checkpoints/<run_id>.safetensors, atomically (temp + rename locally, one upload on object stores),
+    before the trial's runs part commits it; -> its path relative to DIR (the row's `checkpoint`)."""
+    rel = checkpoint.relative_path(member.run_id())
+    folder = Location.of(out_dir).child("checkpoints")
+    folder.mkdir()
+    folder.child(rel.split("/", 1)[1]).write_bytes_atomic(checkpoint.to_bytes(member, state))
+    return rel
 
 
 def split_for_memory(pack: list[dict], budget_bytes: float | None) -> list[list[dict]]:
@@ -112,20 +126,23 @@ def sink_for(out_dir: str) -> ResultSink:
 
 def execute_trial(packs: list[list[dict]], out_dir: str, trial_id: str, sweep_meta: dict,
                   device: str = "cpu", budget_bytes: float | None = None, progress=None,
-                  where: dict | None = None) -> list[dict]:
+                  where: dict | None = None, dp=None) -> list[dict]:
     """Train a trial's packs one after another on `device`, each cut to fit `budget_bytes`; write the records.
     `progress(dict)`, if given, hears where a long pack is (throttled: `throttled`); `where` is added to
-    every runs row."""
+    every runs row. With `dp` (data parallel, ftcore.distributed) every rank trains every pack (the same cut:
+    same budget) and only rank 0 writes."""
     runs, curves = [], []
     parts = [part for pack in packs for part in split_for_memory(pack, budget_bytes)]
     for i, pack in enumerate(parts):
         steps = member_from_dict(pack[0]["config"]).train.steps
         report = throttled(progress, {"pack": i + 1, "packs": len(parts)}, steps)
-        r, c = run_pack(pack, sweep_meta, trial_id, device, report, where)
+        r, c = run_pack(pack, sweep_meta, trial_id, device, report, where, dp,
+                        out_dir if dp is None or dp.rank == 0 else None)
         runs += r
         curves += c
-    sink_for(out_dir).write_pack(trial_id, runs, curves)
-    write_tensorboard(join(out_dir, "tb"), runs, curves)
+    if dp is None or dp.rank == 0:
+        sink_for(out_dir).write_pack(trial_id, runs, curves)
+        write_tensorboard(join(out_dir, "tb"), runs, curves)
     return runs
 
 

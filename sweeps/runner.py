@@ -124,7 +124,8 @@ class PackSearcher(Searcher):
         self.outstanding[trial_id] = packs
         ex = self.spec.execution
         return {"packs": packs, "out": self.out, "storage": join(self.out, "ray"), "cpus": ex.cpus_per_trial,
-                "threads": ex.cpus_per_trial, "gpus": ex.gpus_per_trial, "memory_fraction": ex.memory_fraction,
+                "threads": ex.cpus_per_trial, "gpus": ex.gpus_per_trial, "workers": ex.workers_per_trial,
+                "memory_fraction": ex.memory_fraction,
                 "budget_bytes": self.budget_bytes, "sweep_meta": self.meta}
 
     def on_trial_result(self, trial_id, result):
@@ -229,10 +230,11 @@ def sigterm_like_ctrl_c():
 
 
 def slots(ex, resources: dict) -> int:
-    """Concurrent trials the cluster's resources allow: CPUs per trial, and GPUs per trial when on GPU."""
-    n = int(resources.get("CPU", 1) // ex.cpus_per_trial)
+    """Concurrent trials the cluster's resources allow: CPUs per trial, and GPUs per trial when on GPU; a trial
+    of `workers_per_trial` Ray Train workers takes that many times both."""
+    n = int(resources.get("CPU", 1) // (ex.cpus_per_trial * ex.workers_per_trial))
     if ex.gpus_per_trial > 0:
-        n = min(n, int(resources.get("GPU", 0) // ex.gpus_per_trial + 1e-9))
+        n = min(n, int(resources.get("GPU", 0) // (ex.gpus_per_trial * ex.workers_per_trial) + 1e-9))
     return n
 
 
@@ -265,7 +267,8 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, address: str | None = None, 
         resources = ray.cluster_resources()
         n_slots = slots(ex, resources)
         if n_slots < 1:
-            need = f"{ex.cpus_per_trial} CPU" + (f" and {ex.gpus_per_trial} GPU" if ex.gpus_per_trial else "")
+            n = ex.workers_per_trial
+            need = f"{ex.cpus_per_trial * n} CPU" + (f" and {ex.gpus_per_trial * n:g} GPU" if ex.gpus_per_trial else "")
             raise SpecError(f"execution: a trial needs {need}, but the cluster has "
                             f"{resources.get('CPU', 0):g} CPU and {resources.get('GPU', 0):g} GPU")
         if prepare is not None:
@@ -275,7 +278,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, address: str | None = None, 
             raise SpecError(f"--out {out_dir}: node(s) {', '.join(missing)} cannot see this directory; on a "
                             "multi-node cluster --out must be shared storage (an NFS path) or a URI such as s3://bucket/prefix")
         os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(n_slots)
-        budget = ex.memory_fraction * resources.get("memory", 0) / n_slots or None    # bytes per CPU slot
+        budget = ex.memory_fraction * resources.get("memory", 0) / (n_slots * ex.workers_per_trial) or None  # bytes per worker
         searcher = PackSearcher(spec, out_dir, n_slots, progress, budget, recorded)
         tuner = ray.tune.Tuner(
             trainable_for(ex.worker, ex.cpus_per_trial, ex.gpus_per_trial),

@@ -27,14 +27,17 @@ import ftcore.tasks  # noqa: F401
 from ftcore.config import MemberConfig, TrainConfig, member_from_dict
 from ftcore.registry import ADAPTERS, MODELS, TASKS
 from sweeps.search.capacity import make_ladder
+from sweeps.spec_checks import (  # noqa: F401  (SpecError and the kinds are part of this module's API)
+    REPORT_KINDS,
+    SEARCH_KINDS,
+    SECTIONS,
+    SpecError,
+    check_axes,
+    check_data_parallel,
+    check_search,
+)
+from sweeps.spec_checks import fail as _fail
 
-SECTIONS = ("model", "adapter", "task", "train")
-SEARCH_KINDS = ("grid", "capacity", "optuna")
-REPORT_KINDS = ("", "capacity", "rank_curve", "icl_curve", "accuracy_table", "retrieval", "batch_selection")
-
-
-class SpecError(ValueError):
-    """A user mistake in a sweep spec or override: one line, no traceback (CLI exit code 2)."""
 
 
 @dataclass
@@ -86,6 +89,7 @@ class ExecutionSpec:
     cpus_per_trial: int = 1       # CPUs per trial (torch threads)
     gpus_per_trial: float = 0.0   # > 0: members train on CUDA; fractions share a GPU between trials
     worker: str = "tune"          # tune: packs run in the (reused) Tune trial actor; train: each trial launches a Ray Train worker
+    workers_per_trial: int = 1    # worker: train only: Ray Train workers per trial, each its rows of every batch (data parallel)
     memory_fraction: float = 0.5  # share of a node's memory (GPU memory when on GPU) the packs of all slots may use
     max_failures: int = 2         # Tune retries of a failed trial
 
@@ -144,10 +148,6 @@ def group_label(point: dict[str, Any], exclude: tuple[str, ...] = ()) -> str:
     return ",".join(items)
 
 
-def _fail(msg: str) -> None:
-    raise SpecError(msg)
-
-
 def _read_yaml(path: Path) -> dict:
     try:
         text = path.read_text()
@@ -186,7 +186,21 @@ def _merge(data: dict, overrides: list[str]) -> SweepSpec:
         _fail(f"{key}: {msg}" if key else msg)
     _overrides_replace_axes(spec, list(variant) + [o.split("=", 1)[0] for o in rest], data)
     _resolve_range_axes(spec)
+    _resolve_model_from(spec, data, list(variant) + [o.split("=", 1)[0] for o in rest])
     return spec
+
+
+def _resolve_model_from(spec: SweepSpec, data: dict, keys: list[str]) -> None:
+    """`model.from` (sweeps.trained_base): the model section becomes the source run's model + `from: {dir, run_id}`;
+    a model field the user gave (in the YAML, a variant or an override) must agree with that run."""
+    if "from" not in spec.model:
+        return
+    from sweeps.trained_base import resolve_section
+    given = set(data.get("model") or {}) | {k.split(".")[1] for k in keys if k.startswith("model.")}
+    try:
+        spec.model = resolve_section(spec.model, given, spec.axes)
+    except ValueError as e:
+        _fail(str(e))
 
 
 def _variant(data: dict, name: str) -> dict:
@@ -248,78 +262,6 @@ def _resolve_end(spec: SweepSpec, key: str, end: str) -> int:
     return value
 
 
-WORKERS = ("tune", "train")
-
-
-def _check_execution(ex: ExecutionSpec) -> None:
-    if ex.pack_size < 0:
-        _fail(f"execution.pack_size: must be >= 1, or 0 for auto (got {ex.pack_size})")
-    if ex.cpus_per_trial < 1:
-        _fail(f"execution.cpus_per_trial: must be >= 1 (got {ex.cpus_per_trial})")
-    if ex.max_failures < 0:
-        _fail(f"execution.max_failures: must be >= 0 (got {ex.max_failures})")
-    if ex.gpus_per_trial < 0:
-        _fail(f"execution.gpus_per_trial: must be >= 0 (got {ex.gpus_per_trial})")
-    if ex.worker not in WORKERS:
-        _fail(f"execution.worker: must be one of {', '.join(WORKERS)} (got {ex.worker!r})")
-    if not 0 < ex.memory_fraction <= 1:
-        _fail(f"execution.memory_fraction: must be in (0, 1] (got {ex.memory_fraction})")
-    if ex.pack_overhead < 0:
-        _fail(f"execution.pack_overhead: must be >= 0 (got {ex.pack_overhead})")
-    if ex.max_waste < 1:
-        _fail(f"execution.max_waste: must be >= 1 (got {ex.max_waste})")
-
-
-def _check_search(spec: SweepSpec) -> None:
-    s = spec.search
-    if s.kind not in SEARCH_KINDS:
-        _fail(f"search.kind: must be one of {', '.join(SEARCH_KINDS)} (got {s.kind!r})")
-    if spec.report.kind not in REPORT_KINDS:
-        _fail(f"report.kind: must be one of {', '.join(REPORT_KINDS[1:])} or empty (got {spec.report.kind!r})")
-    if spec.seeds < 1:
-        _fail(f"seeds: must be >= 1 (got {spec.seeds})")
-    _check_execution(spec.execution)
-    if s.kind == "capacity":
-        if not s.param or "." not in s.param:
-            _fail("search.param: a dotted capacity field such as adapter.width or adapter.rank is required for search.kind=capacity")
-        if s.param in spec.axes:
-            _fail(f"search.param: {s.param} is searched, so it cannot also be a grid axis")
-        ladder = s.ladder or s.range
-        if not s.ladder and (len(s.range) != 2 or s.range[0] > s.range[1]):
-            _fail(f"search.range: must be [low, high] with low <= high (got {list(s.range)})")
-        if any(int(v) != v or v < 0 for v in ladder):
-            _fail(f"search.ladder: capacity values must be integers >= 0 (got {list(ladder)})")
-        if not 0 < s.quorum <= 1:
-            _fail(f"search.quorum: must be in (0, 1] (got {s.quorum})")
-    if s.kind == "optuna":
-        if not s.params:
-            _fail("search.params: at least one parameter range is required for search.kind=optuna")
-        for name, r in s.params.items():
-            if not name.startswith("train.") or name.split(".", 1)[1] not in ("lr", "weight_decay"):
-                _fail(f"search.params.{name}: only train.lr and train.weight_decay are tuned per member")
-            if not r.low < r.high or (r.log and r.low <= 0):
-                _fail(f"search.params.{name}: need low < high (and low > 0 when log) (got {r.low}, {r.high})")
-        if s.n_trials < 1 or s.batch < 1:
-            _fail("search.n_trials and search.batch: must be >= 1")
-        if s.mode not in ("min", "max"):
-            _fail(f"search.mode: must be min or max (got {s.mode!r})")
-
-
-def _check_axes(spec: SweepSpec) -> None:
-    for key, values in spec.axes.items():
-        section = key.split(".", 1)[0]
-        if section not in SECTIONS:
-            _fail(f"axes.{key}: axis keys are dotted fields of {', '.join(SECTIONS)} (e.g. task.n) or a section "
-                  "name with a list of mappings (e.g. model: [{name: mamba}, {name: transformer}])")
-        if not isinstance(values, list) or not values:
-            _fail(f"axes.{key}: must be a non-empty list of values")
-        if "." not in key:
-            for i, v in enumerate(values):
-                if not isinstance(v, dict) or not v:
-                    _fail(f"axes.{key}[{i}]: a section-valued axis takes mappings of {key} fields "
-                          f"(e.g. {{name: ..., ...}}), got {v!r}")
-
-
 SECTION_REGISTRIES = {"model": MODELS, "adapter": ADAPTERS, "task": TASKS}
 
 
@@ -343,6 +285,8 @@ def _typed_sections(d: dict) -> dict:
     out = {}
     for section in SECTIONS:
         values = d[section]
+        source = values.get("from") if section == "model" else None     # model.from: resolved, kept as is
+        values = {k: v for k, v in values.items() if not (section == "model" and k == "from")}
         if section == "train":
             cls = TrainConfig
         else:
@@ -359,6 +303,8 @@ def _typed_sections(d: dict) -> dict:
             msg = str(e).splitlines()[0]
             _fail(f"{section}.{getattr(e, 'full_key', '') or ''}: {msg}")
         out[section] = {k: v for k, v in OmegaConf.to_container(typed).items()}
+        if source is not None:
+            out[section]["from"] = source
     return out
 
 
@@ -378,8 +324,8 @@ def validate(spec: SweepSpec) -> list[MemberConfig]:
 
     Seeds do not change validity, so each point is built at seed 0.
     """
-    _check_search(spec)
-    _check_axes(spec)
+    check_search(spec)
+    check_axes(spec)
     extremes = [{}]
     if spec.search.kind == "capacity":
         ladder = spec.search.ladder_values()
@@ -388,12 +334,22 @@ def validate(spec: SweepSpec) -> list[MemberConfig]:
     for point in spec.grid_points():
         for extra in extremes:
             members.append(build_member(spec, {**point, **extra}, 0))
+    if members and members[0].source is not None:
+        from sweeps.trained_base import check_member
+        for m in members:
+            try:
+                check_member(m)
+            except ValueError as e:
+                _fail(str(e))
+    if spec.execution.workers_per_trial > 1:
+        check_data_parallel(members, spec.execution.workers_per_trial)
     flat = members[0].flat()
     if spec.search.kind == "capacity" and spec.search.param not in flat:
         _fail(f"search.param: {spec.search.param} is not a field of this sweep's configs; valid: {', '.join(sorted(flat))}")
+    columns = set().union(*(m.flat() for m in members))     # a section-valued axis: some columns on some choices only
     for key in [spec.report.x, *spec.report.curve_by, *spec.report.panel_by]:
-        if key and key not in flat:
-            _fail(f"report: {key} is not a config column; valid: {', '.join(sorted(flat))}")
+        if key and key not in columns:
+            _fail(f"report: {key} is not a config column; valid: {', '.join(sorted(columns))}")
     return members
 
 

@@ -1,7 +1,7 @@
 """Submit a sweep to a Ray cluster as a Ray Job, and follow it (`ftsweep submit | status | logs`).
 
 The job's working directory is *staged* here: a fresh directory holding this process's own `ftcore`,
-`kernels`, `sweeps` and `analysis` packages and the sweep's resolved spec (`spec.yaml`, overrides applied,
+`ftkernels`, `sweeps` and `analysis` packages and the sweep's resolved spec (`spec.yaml`, overrides applied,
 so the cluster runs exactly what `ftsweep validate` checked here). Ray uploads it (content-addressed, so an
 unchanged tree is uploaded once), and every process of the job, the driver and each trial's worker on any
 node, imports this code from it ahead of whatever version the nodes installed. The entrypoint is
@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-PACKAGES = ("ftcore", "kernels", "sweeps", "analysis")
+PACKAGES = ("ftcore", "ftkernels", "sweeps", "analysis")
 FORWARDED_ENV = ("FTCORE_KERNELS", "FTCORE_PROGRESS_S")     # knobs set here reach the job's processes
 DEFAULT_OUT = "~/ftcore/results/{name}"                     # on the head; `ray rsync-down` pulls it back
 TERMINAL = ("STOPPED", "SUCCEEDED", "FAILED")

@@ -8,9 +8,12 @@ Two workers (`execution.worker`):
   Ray time instead of 9–13 s for launching a `TorchTrainer` (DESIGN.md §6). Members of a pack are
   independent runs — no gradient all-reduce — so Ray Train's worker group buys nothing per trial.
 * `train`: the Tune trial is a light driver (`{"CPU": DRIVER_CPU}`) that launches a Ray Train
-  `TorchTrainer` with one worker running `pack_worker`; its `ray.train.report` reaches Tune through
-  `TuneReportCallback` (the Train V2 + Tune pattern, Ray ≥ 2.43). For clusters where trials should get
-  Train's worker placement and failure handling; not the deprecated `Tuner(trainer)`.
+  `TorchTrainer` with `execution.workers_per_trial` workers running `pack_worker`; rank 0's
+  `ray.train.report` reaches Tune through `TuneReportCallback` (the Train V2 + Tune pattern, Ray ≥ 2.43).
+  For clusters where trials should get Train's worker placement and failure handling; not the deprecated
+  `Tuner(trainer)`. With N > 1 workers a pack trains data-parallel (ftcore.distributed over the process
+  group Train initialises: gloo on CPU, NCCL on GPU): every worker holds the pack, takes its rows of every
+  member's batch and all-reduces the trainable gradients; only rank 0 writes records and reports rows.
 
 Either way a trial's result is one report with all its member rows (not per member-step: DESIGN.md §6);
 before it, a long pack sends a small progress report (step, active members) at most every
@@ -27,7 +30,7 @@ import ray.tune
 DRIVER_CPU = 0.01
 
 
-def _train_packs(config: dict, trial_id: str, progress=None) -> dict:
+def _train_packs(config: dict, trial_id: str, progress=None, dp=None) -> dict:
     import torch
 
     from sweeps.execute import execute_trial
@@ -39,7 +42,7 @@ def _train_packs(config: dict, trial_id: str, progress=None) -> dict:
         budget = config["memory_fraction"] * min(gpus, 1.0) * total
     where = {"ray_node_id": ray.get_runtime_context().get_node_id()}
     rows = execute_trial(config["packs"], config["out"], trial_id, config["sweep_meta"], device=device,
-                         budget_bytes=budget, progress=progress, where=where)
+                         budget_bytes=budget, progress=progress, where=where, dp=dp)
     return {"rows": json.dumps(rows, default=str), "n_runs": len(rows)}
 
 
@@ -49,12 +52,21 @@ def pack_trial(config: dict) -> None:
 
 
 def pack_worker(config: dict) -> None:
-    """`execution.worker: train` — runs inside the Ray Train worker process."""
-    ray.train.report(_train_packs(config, config["trial_id"], ray.train.report))
+    """`execution.worker: train` — runs inside each Ray Train worker process. `ray.train.report` is a barrier
+    that every rank must reach equally often and keeps rank 0's metrics only: with several workers there are
+    no in-trial progress reports (their throttle is per-process time), and the other ranks report a stub."""
+    if ray.train.get_context().get_world_size() == 1:
+        ray.train.report(_train_packs(config, config["trial_id"], ray.train.report))
+        return
+    from ftcore.distributed import DataParallel
+    dp = DataParallel()
+    result = _train_packs(config, config["trial_id"], None, dp)
+    ray.train.report(result if dp.rank == 0 else {"n_runs": 0, "rank": dp.rank})
 
 
 def pack_driver(config: dict) -> None:
-    """`execution.worker: train` — the Tune trial: launch one Ray Train run for this trial's packs."""
+    """`execution.worker: train` — the Tune trial: launch one Ray Train run of `workers` workers (each with the
+    trial's CPUs/GPU share) for this trial's packs."""
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -64,7 +76,8 @@ def pack_driver(config: dict) -> None:
     trainer = TorchTrainer(
         pack_worker,
         train_loop_config={**config, "trial_id": trial_id},
-        scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=gpus > 0, resources_per_worker=resources),
+        scaling_config=ray.train.ScalingConfig(num_workers=int(config.get("workers", 1)), use_gpu=gpus > 0,
+                                               resources_per_worker=resources),
         run_config=ray.train.RunConfig(name=f"train-{trial_id}", storage_path=config["storage"],
                                        callbacks=[TuneReportCallback()]),
     )

@@ -17,3 +17,18 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def tiny_hf(tmp_path_factory):
+    """tiny_hf(arch) -> a directory holding a tiny random GPT-2 or Llama and its tokenizer, written with
+    save_pretrained (ftcore.models.hf_tiny): the real HF loading path, nothing downloaded. Built once per session."""
+    built = {}
+
+    def make(arch: str = "gpt2"):
+        if arch not in built:
+            from ftcore.models.hf_tiny import save_tiny
+            built[arch] = str(save_tiny(tmp_path_factory.mktemp(f"hf_{arch}"), arch, n_embd=32, n_layer=2, n_head=4,
+                                        vocab_size=300))
+        return built[arch]
+    return make

@@ -1,4 +1,4 @@
-"""Layering (DESIGN.md §2): analysis reads Parquet only and imports no torch, ray, ftcore, sweeps, kernels."""
+"""Layering (DESIGN.md §2): analysis reads Parquet only and imports no torch, ray, ftcore, sweeps, ftkernels."""
 import ast
 import json
 import subprocess
@@ -8,7 +8,7 @@ from pathlib import Path
 import analysis
 
 ROOT = Path(__file__).resolve().parents[1]
-FORBIDDEN = ("torch", "ray", "ftcore", "sweeps", "kernels", "triton", "optuna")
+FORBIDDEN = ("torch", "ray", "ftcore", "sweeps", "ftkernels", "triton", "optuna")
 
 
 def test_analysis_resolves_to_this_repository():

@@ -8,9 +8,8 @@ import sys
 from pathlib import Path
 
 import optuna
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from e2e import ftsweep, read_dataset
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 pytestmark = pytest.mark.slow
@@ -29,18 +28,6 @@ seeds: 2
 search: {kind: capacity, param: adapter.width, ladder: [2, 4, 8, 16], quorum: 0.5}
 report: {kind: capacity, x: task.n, curve_by: [adapter.depth], theory: {"adapter.depth=2": 1.0, "adapter.depth=3": 0.5}}
 """
-
-
-def read_dataset(d: Path) -> pa.Table:
-    parts = sorted(p for p in d.glob("*.parquet") if not p.name.startswith("."))
-    assert parts, f"no parts in {d}"
-    return pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default")
-
-
-def ftsweep(*args, cwd):
-    r = subprocess.run([sys.executable, "-m", "sweeps.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=900)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return r
 
 
 def test_capacity_sweep_end_to_end(tmp_path):

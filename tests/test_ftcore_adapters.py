@@ -35,7 +35,8 @@ MODEL_CASES = {   # name -> model configs every adapter that adapts it is run ov
 ADAPTER_CASES = {   # name -> [(fixed fields, capacity per member or None)]
     "lora": [({}, [1, 3, 5]),
              ({"alpha": 2.0, "tune_bias": True}, [1, 3, 5]),
-             ({"layers": [0]}, [2, 5, 1])],
+             ({"layers": [0]}, [2, 5, 1]),
+             ({"alpha": 4.0, "init": "kaiming", "targets": ["read_out", "read_in"]}, [2, 1, 3])],   # module bases
     "additive_relu": [({"depth": 2}, [2, 5, 9]),
                       ({"depth": 3}, [2, 5, 9])],
     "full": [({}, None)],
@@ -68,12 +69,26 @@ HAND_COUNT = {   # name -> (adapter cfg, base dims [in, width, ..., out]) -> tra
     "bias_only": lambda cfg, dims: sum(dims[1:]),
 }
 
+BLOCKS = {"transformer": "backbone.blocks", "looped_transformer": "backbone.blocks", "mamba": "layers",
+          "hybrid": "layers", "mambaformer": "layers"}   # the block list `last_layers` counts from the end of
+
 HOST_TASKS = {   # the adapted model is built through a real task (in != out for ftc, square for lora_teacher)
     "ftc_relabel": {"name": "ftc_relabel", "dim": 5, "n": 4, "k": 12},
     "lora_teacher": {"name": "lora_teacher", "batch_size": 12, "n_val": 8, "n_test": 8},
 }
 SEQUENCE_HOST = {"name": "icl_regression", "dim": 3, "n_points": 5, "batch_size": 4, "n_eval": 4}   # the sequence models' host
 OTHER_HOSTS = {"embeddings": {"name": "contrastive", "n": 6, "dim": 3, "batch_size": 2}}
+
+
+MLP_ONLY = {"lora": ("layers", "tune_bias")}        # fields of an adapter that only its mlp path has
+MODULE_ONLY = {"lora": ("targets",)}                 # ... and that only its module path (sequence, HF) has
+ELSEWHERE = {"hf_causal_lm": "tests/test_hf_lora.py"}   # adaptable models whose contract needs a token task
+
+
+def applies(aname: str, fixed: dict, mname: str, mcfg: dict) -> bool:
+    only = MLP_ONLY.get(aname, ()) if mname != "mlp" else MODULE_ONLY.get(aname, ())
+    deep_enough = mname == "mlp" or fixed.get("n_layers", 1) <= mcfg.get("n_layer", 1)
+    return not any(f in fixed for f in only) and deep_enough
 
 
 def _cases():
@@ -84,6 +99,8 @@ def _cases():
                 if mname not in ftcore.ADAPTERS[aname].models:
                     continue
                 for j, mcfg in enumerate(models):
+                    if not applies(aname, fixed, mname, mcfg):
+                        continue
                     out.append(pytest.param(aname, fixed, caps, mname, mcfg, id=f"{aname}{i}-{mname}{j}"))
     return out
 
@@ -136,7 +153,8 @@ def const_loss(model, x):
 def test_tables_cover_registries():
     assert set(ADAPTER_CASES) == set(ftcore.ADAPTERS)
     assert set(HAND_COUNT) == set(ftcore.ADAPTERS)
-    assert set(MODEL_CASES) == {m for a in ftcore.ADAPTERS.values() for m in a.models}   # every adaptable model
+    adaptable = {m for a in ftcore.ADAPTERS.values() for m in a.models}                  # every adaptable model
+    assert set(MODEL_CASES) | set(ELSEWHERE) == adaptable
     for name, rows in ADAPTER_CASES.items():
         has_capacity = ftcore.ADAPTERS[name].capacity_field is not None
         assert any(caps is not None for _, caps in rows) == has_capacity, name
@@ -197,7 +215,7 @@ def test_merge_round_trip(aname, fixed, caps, mname, mcfg, host):
     task, model = build_pack(members(aname, fixed, caps, mname, mcfg, host), torch.float32)
     if not hasattr(model.base, "depth"):
         assert model.delta_weight(0) is None
-        pytest.skip(f"{aname} on {mname} is not mergeable (no per-layer weights)")
+        pytest.skip(f"{aname} on {mname}: no per-layer weights; merged_base() is tested in tests/test_shared_base.py")
     deltas = [model.delta_weight(l) for l in range(model.base.depth)]
     if deltas[0] is None:
         assert all(d is None for d in deltas), "mergeable for some layers only"
@@ -263,8 +281,21 @@ def test_packing_independence_and_masks(aname, fixed, caps, mname, mcfg):
 def test_n_trainable_matches_hand_count(aname, fixed, caps, mname, mcfg):
     ms = members(aname, fixed, caps, mname, mcfg)
     task, model = build_pack(ms, torch.float32)
-    if mname != "mlp":                   # full fine-tuning of a sequence model: every parameter of one member
-        assert model.n_trainable() == [model.base.n_params()] * len(ms)
+    if mname != "mlp" and aname == "lora":   # r_e · Σ (fan_in + fan_out) over the wrapped layers (peft's count)
+        per_rank = sum(model.down[k].shape[1] + model.up[k].shape[2] for k in model.down)
+        assert model.n_trainable() == [m.adapter.rank * per_rank for m in ms]
+        return
+    if mname != "mlp":                   # module-based bases: the parameters of one member it tunes
+        named = [(n, p[0].numel()) for n, p in model.base.named_parameters()]
+        if aname == "bias_only":
+            want = sum(k for n, k in named if n.endswith(".bias"))
+        elif aname == "last_layers":     # the last n blocks of the block list, and everything after them
+            blocks = model.base.get_submodule(BLOCKS[mname])
+            first = f"{BLOCKS[mname]}.{len(blocks) - ms[0].adapter.n_layers}."
+            want = sum(k for n, k in named[next(i for i, (n, _) in enumerate(named) if n.startswith(first)):])
+        else:
+            want = model.base.n_params()
+        assert model.n_trainable() == [want] * len(ms)
         return
     dims = model.base.dims
     assert model.n_trainable() == [HAND_COUNT[aname](m.adapter, dims) for m in ms]

@@ -139,6 +139,11 @@ def test_registry_entries_have_a_config_schema(registry):
     assert len(registry) > 0
     for name, cls in registry.items():
         assert cls.registry_name == name
+        required = getattr(cls.Config, "required", ())     # fields with no sensible default (a model's path)
+        if required:
+            with pytest.raises(ValueError, match=rf"^{registry.kind}\.{required[0]}: "):
+                cls.Config()
+            continue
         cfg = cls.Config()
         assert dataclasses.is_dataclass(cfg) and cfg.name == name
         fields = {f.name for f in dataclasses.fields(cfg)}

@@ -1,11 +1,11 @@
-"""kernels.lora_linear: the Triton path (interpreted on CPU) vs a float64 evaluation of the reference, the
+"""ftkernels.lora_linear: the Triton path (interpreted on CPU) vs a float64 evaluation of the reference, the
 reference vs independent naive computations, padded-rank entries, and the sm_90 AOT compile."""
 
 import pytest
 import torch
 
 pytest.importorskip("triton")
-from kernels import lora_linear as L
+from ftkernels import lora_linear as L
 
 TOL = {torch.float32: 1e-5, torch.float16: 4e-3}      # max error / (max |ref| + 1)
 RANKS = [0, 1, 15, 16, 33, 64]                         # mixed, a 0, every slot count, a full pack

@@ -4,7 +4,7 @@ ref vs torch.optim.AdamW + clip_grad_norm_ run member by member; plus the sm_90 
 import pytest
 import torch
 
-from kernels.multi_adamw import aot_configs, multi_adamw_ref, multi_adamw_triton
+from ftkernels.multi_adamw import aot_configs, multi_adamw_ref, multi_adamw_triton
 
 EPS = 1e-8
 DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")   # CPU: the interpreter (conftest)

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels.packed_mlp import (
+from ftkernels.packed_mlp import (
     HMAX,
     OMAX,
     packed_mlp,

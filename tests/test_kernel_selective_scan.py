@@ -1,4 +1,4 @@
-"""kernels.selective_scan: the Triton path (interpreted on CPU) vs a float64 evaluation of the reference
+"""ftkernels.selective_scan: the Triton path (interpreted on CPU) vs a float64 evaluation of the reference
 (outputs and every input gradient), the reference vs a naive per-scalar unrolled scan, per-row A/D/bias,
 and the sm_90 AOT compile."""
 import math
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 pytest.importorskip("triton")
-from kernels import selective_scan as S
+from ftkernels import selective_scan as S
 
 TOL = {torch.float32: 2e-5, torch.float16: 5e-3}      # max error / (max |ref| + 1)
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")

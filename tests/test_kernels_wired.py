@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import ftcore
-from kernels import dispatch
+from ftkernels import dispatch
 from sweeps.execute import run_pack
 
 pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() or dispatch.interpreting()),

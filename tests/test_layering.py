@@ -1,5 +1,5 @@
-"""Top-level names exist on PyPI (HF's `kernels`, ...): they must resolve to this repository. And layering:
-ftcore imports no Ray; analysis imports none of ftcore/sweeps/kernels/torch/ray."""
+"""Top-level names must resolve to this repository (PyPI has `sweeps`, `analysis`; HF's `kernels` — a transformers dependency — is why ours is `ftkernels`). And layering:
+ftcore imports no Ray; analysis imports none of ftcore/sweeps/ftkernels/torch/ray."""
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("name", ["ftcore", "kernels", "sweeps", "analysis"])
+@pytest.mark.parametrize("name", ["ftcore", "ftkernels", "sweeps", "analysis"])
 def test_packages_resolve_to_this_repo(name):
     mod = __import__(name)
     assert Path(mod.__file__).resolve().parent == ROOT / name

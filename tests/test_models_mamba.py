@@ -17,7 +17,7 @@ from ftcore.models.hybrid import AttentionLayer, HybridConfig, MambaFormerConfig
 from ftcore.models.mamba import MambaBlock, MambaConfig, MambaLayer
 from ftcore.registry import MODELS
 from ftcore.seeding import generators
-from kernels.selective_scan import selective_scan_ref
+from ftkernels.selective_scan import selective_scan_ref
 
 E, B, T, C, IN, OUT = 2, 2, 9, 16, 3, 2
 CASES = {

@@ -8,13 +8,22 @@ from sweeps.spec import REPORT_KINDS, SpecError, group_label, load_spec, validat
 SWEEPS = sorted((Path(__file__).parent.parent / "sweeps").glob("*.yaml"))
 
 
+@pytest.fixture(scope="session")
+def sources(tmp_path_factory):
+    """What `model.from` / HF sweeps read before they validate (tests/needles_sources.py), built on first use."""
+    from needles_sources import make_dirs
+    return make_dirs(tmp_path_factory.mktemp("sources"))
+
+
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
-def test_every_shipped_sweep_validates(path):
-    spec = load_spec(path)
+def test_every_shipped_sweep_validates(path, request):
+    from needles_sources import needs_sources, source_overrides
+    dirs = request.getfixturevalue("sources") if needs_sources(path) else {}
+    spec = load_spec(path, source_overrides(path, "", dirs))
     assert validate(spec)
     assert spec.report.kind in REPORT_KINDS[1:]
     for name in spec.variants:                   # every documented variant (e.g. the GPU-sized run) validates too
-        assert validate(load_spec(path, [f"variant={name}"]))
+        assert validate(load_spec(path, [f"variant={name}", *source_overrides(path, name, dirs)]))
 
 
 def test_shipped_sweeps_exist():

@@ -18,7 +18,7 @@ from ftcore.adapters.base import Adapter, capacity_mask, pad_stack
 from ftcore.config import check
 from ftcore.models.mlp import linear_init
 from ftcore.registry import ADAPTERS
-from kernels.packed_mlp import packed_mlp
+from ftkernels.packed_mlp import packed_mlp
 
 
 @dataclass
@@ -44,6 +44,7 @@ class AdditiveReLU(Adapter):
     per_member = AdditiveReluConfig.per_member
     capacity_field = "width"
     touches_base = False
+    mergeable = False         # g is a second network beside f, not a change of f's weights
 
     def __init__(self, cfgs, base, in_dim, out_dim, gens):
         super().__init__(cfgs, base, in_dim, out_dim, gens)
@@ -61,7 +62,7 @@ class AdditiveReLU(Adapter):
         self.bs.append(nn.Parameter(torch.zeros(self.E, out_dim)))
 
     def g(self, x: torch.Tensor) -> torch.Tensor:
-        """x (E, B, in) -> g(x) (E, B, out): one fused packed MLP (kernels.packed_mlp)."""
+        """x (E, B, in) -> g(x) (E, B, out): one fused packed MLP (ftkernels.packed_mlp)."""
         masks = [getattr(self, f"mask{i}") for i in range(len(self.Ws) - 1)]
         return packed_mlp(x, list(self.Ws), list(self.bs), masks)
 

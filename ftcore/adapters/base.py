@@ -7,6 +7,8 @@ maximum, so masked columns get exactly zero gradient and member e computes exact
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -17,6 +19,13 @@ class Adapter(nn.Module):
     capacity_field: str | None = None      # the config field a capacity search may vary
     touches_base: bool = True              # False: output(x, f(x)) only — the frozen f(x) can be cached
     models: tuple = ("mlp",)               # the models this adapter knows how to adapt
+    mergeable: bool = True                 # False: no `merged_base` (its delta is not a change of base weights)
+
+    @classmethod
+    def one_member_per_pack(cls, model_cfg) -> bool:
+        """True where this adapter cannot pack members over `model_cfg`'s base (full fine-tuning of a shared HF
+        base: its members' weights would be E copies of the base)."""
+        return False
 
     def __init__(self, cfgs: list, base: nn.Module, in_dim: int, out_dim: int, gens: list[torch.Generator]):
         super().__init__()
@@ -67,6 +76,28 @@ class Adapter(nn.Module):
     def delta_weight(self, l: int):
         """(dW (E, in, out) or None, db (E, out) or None) for mergeable adapters; None if not mergeable."""
         return None
+
+    @torch.no_grad()
+    def merged_base(self) -> nn.Module:
+        """The frozen base with the trained deltas folded in, W_l + ΔW_l and b_l + Δb_l per layer (LoRA's merge,
+        Hu et al. 2021 §4.1): a model whose forward is this adapted model's, with no adapter. For a one-member
+        pack (E = 1) that is a base with leading member dim 1, which a later pack shares (ftcore.checkpoint).
+        This generic path serves adapters with per-layer `delta_weight` on `mlp`; ValueError names an adapter
+        whose change is not one of base weights (e.g. additive_relu's extra network)."""
+        deltas = [self.delta_weight(l) for l in range(getattr(self.base, "depth", 0))] if self.mergeable else []
+        if not deltas or any(d is None for d in deltas) or not hasattr(self.base, "weights"):
+            raise ValueError(f"adapter.name: '{self.registry_name}' cannot be merged into its base (its trained "
+                             "change is not a change of base weights), so it cannot be a later sweep's base")
+        base = copy.deepcopy(self.base)
+        for l, (dW, db) in enumerate(deltas):
+            if dW is not None:
+                base.weights[l] = nn.Parameter(base.weights[l] + dW.detach(), requires_grad=False)   # (E, in, out)
+            if db is not None:
+                if base.biases is None:       # a bias delta on a bias-free base: the merged base gets biases
+                    base.biases = nn.ParameterList([nn.Parameter(torch.zeros_like(base.weights[i][:, 0]),
+                                                                 requires_grad=False) for i in range(base.depth)])
+                base.biases[l] = nn.Parameter(base.biases[l] + db.detach(), requires_grad=False)     # (E, out)
+        return base.freeze()
 
 
 def capacity_mask(sizes: list[int], max_size: int) -> torch.Tensor:

@@ -57,9 +57,10 @@ class PackedLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(self.E, fan_out)) if bias else None  # (E, out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (E, *, fan_in) -> (E, *, fan_out): one bmm over the flattened middle dims."""
+        """x (E, *, fan_in) -> (E, *, fan_out): one bmm over the flattened middle dims. A shared base (weight
+        (1, in, out), one copy for the pack) folds the members into the rows: one GEMM for all of them."""
         lead = x.shape[:-1]
-        h = x.reshape(self.E, -1, self.fan_in)                                      # (E, N, in)
+        h = x.reshape(self.weight.shape[0], -1, self.fan_in)                        # (E or 1, N, in)
         if self.bias is None:
             y = torch.bmm(h, self.weight)
         else:
@@ -79,7 +80,7 @@ class PackedLayerNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (E, *, C) -> (E, *, C)."""
         h = F.layer_norm(x, (self.C,), eps=self.eps)
-        view = (x.shape[0],) + (1,) * (x.dim() - 2) + (self.C,)
+        view = (self.weight.shape[0],) + (1,) * (x.dim() - 2) + (self.C,)          # E, or 1 for a shared base
         return h * self.weight.view(view) + self.bias.view(view)
 
 
@@ -160,6 +161,21 @@ def freeze(model: nn.Module) -> nn.Module:
     """Every parameter of `model` frozen (a frozen base); returns the model."""
     for p in model.parameters():
         p.requires_grad_(False)
+    return model
+
+
+def share(model: nn.Module) -> nn.Module:
+    """Member 0 of a packed model as a *shared* base: every parameter keeps its leading member axis at size 1, so
+    one copy serves a whole pack (the packed modules broadcast a size-1 member axis over the E inputs)."""
+    with torch.no_grad():
+        for mod in model.modules():
+            for name, p in list(mod.named_parameters(recurse=False)):
+                setattr(mod, name, nn.Parameter(p[:1].clone(), requires_grad=p.requires_grad))
+            for name, b in list(mod.named_buffers(recurse=False)):
+                if b.dim() >= 1 and b.shape[0] > 1:
+                    setattr(mod, name, b[:1].clone())
+            if isinstance(getattr(mod, "E", None), int):
+                mod.E = 1
     return model
 
 

@@ -18,7 +18,7 @@ A_log[d, n] = log(n + 1) (S4D-real); D = 1.
 Packed form: every tensor above gains a leading member axis E; member e draws only from gens[e], in the
 order in_proj, conv weight, conv bias, x_proj, dt_proj weight, dt, out_proj (DESIGN.md §3), so its numbers do
 not depend on the pack. The scan folds members into its batch: rows (e, b) → e·B + b, with A, D and
-delta_bias expanded per row (kernels/selective_scan.py docstring).
+delta_bias expanded per row (ftkernels/selective_scan.py docstring).
 
 The model (`mamba`): read_in Linear(in_dim → n_embd), n_layer pre-norm residual Mamba layers
 (x + mixer(LN(x)), no MLP blocks), final LN, read_out. No positional embedding (papers.md §5, l. 313).
@@ -42,7 +42,7 @@ from ftcore.models.blocks import (
     member_params,
 )
 from ftcore.registry import MODELS
-from kernels.selective_scan import selective_scan
+from ftkernels.selective_scan import selective_scan
 
 DT_MIN, DT_MAX, DT_FLOOR = 1e-3, 1e-1, 1e-4
 
@@ -80,6 +80,15 @@ class MambaBlock(nn.Module):
         A = torch.arange(1, d_state + 1, dtype=torch.float32).expand(E, Di, d_state)
         self.A_log = nn.Parameter(torch.log(A).contiguous())                               # (E, Di, N)
         self.D = nn.Parameter(torch.ones(E, Di))                                           # (E, Di)
+        self.adapted = nn.ModuleDict()                                                     # LoRA wrappers by site
+
+    lora_sites = ("in_proj", "x_proj", "dt_proj", "out_proj")   # projections an adapter may wrap (adapter.targets)
+
+    def project(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        """x (E, *, fan_in) @ the projection `name` (E or 1, fan_in, fan_out); a LoRA adapter registers its
+        wrapper for `name` in `self.adapted` (adapters/lora_modules.py), which then computes the whole map."""
+        site = self.adapted[name] if name in self.adapted else None
+        return bmm(x, getattr(self, name)) if site is None else site(x)
 
     def conv(self, x: torch.Tensor) -> torch.Tensor:
         """Causal depthwise conv over time: x (E, B, T, Di) -> (E, B, T, Di) (before the SiLU).
@@ -89,18 +98,18 @@ class MambaBlock(nn.Module):
         """
         E, B, T, Di = x.shape
         h = x.permute(1, 0, 3, 2).reshape(B, E * Di, T)                                    # (B, E·Di, T)
-        w = self.conv_weight.reshape(E * Di, 1, self.d_conv)
-        y = F.conv1d(F.pad(h, (self.d_conv - 1, 0)), w, self.conv_bias.reshape(E * Di), groups=E * Di)
+        w = self.conv_weight.expand(E, -1, -1).reshape(E * Di, 1, self.d_conv)            # (a shared base: size-1 axis)
+        y = F.conv1d(F.pad(h, (self.d_conv - 1, 0)), w, self.conv_bias.expand(E, -1).reshape(E * Di), groups=E * Di)
         return y.reshape(B, E, Di, T).permute(1, 0, 3, 2)                                  # (E, B, T, Di)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         E, B, T, _ = x.shape
         Di, N, R = self.d_inner, self.d_state, self.dt_rank
-        xz = bmm(x, self.in_proj)                                                          # (E, B, T, 2Di)
+        xz = self.project("in_proj", x)                                                    # (E, B, T, 2Di)
         u, z = xz[..., :Di], xz[..., Di:]
         u = F.silu(self.conv(u))                                                           # (E, B, T, Di)
-        x_dbl = bmm(u, self.x_proj)                                                        # (E, B, T, R+2N)
-        delta = bmm(x_dbl[..., :R], self.dt_proj)                                          # (E, B, T, Di)
+        x_dbl = self.project("x_proj", u)                                                   # (E, B, T, R+2N)
+        delta = self.project("dt_proj", x_dbl[..., :R])                                     # (E, B, T, Di)
         Bm, Cm = x_dbl[..., R:R + N], x_dbl[..., R + N:]                                   # (E, B, T, N)
 
         def rows(t: torch.Tensor) -> torch.Tensor:                                         # (E, B, T, K) -> (E·B, K, T)
@@ -113,7 +122,7 @@ class MambaBlock(nn.Module):
         y = selective_scan(rows(u), rows(delta), per_row(A), rows(Bm), rows(Cm), per_row(self.D.float()),
                            z=rows(z), delta_bias=per_row(self.dt_bias.float()), delta_softplus=True)  # (E·B, Di, T)
         y = y.transpose(1, 2).reshape(E, B, T, Di)
-        return bmm(y, self.out_proj)                                                       # (E, B, T, C)
+        return self.project("out_proj", y)                                                  # (E, B, T, C)
 
 
 class MambaLayer(nn.Module):

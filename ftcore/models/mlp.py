@@ -84,6 +84,9 @@ class PackedMLP(nn.Module):
         b = self.bias(l)
         if db is not None:
             b = db if b is None else b + db
+        if W.shape[0] != h.shape[0]:                     # a shared base (W (1, in, out)): one GEMM for all rows
+            y = (h.reshape(-1, h.shape[-1]) @ W[0]).reshape(*h.shape[:-1], W.shape[-1])
+            return y if b is None else y + b.unsqueeze(1)
         if b is None:
             return torch.bmm(h, W)
         return torch.baddbmm(b.unsqueeze(1), h, W)

@@ -6,8 +6,10 @@ from ftcore.tasks import (  # noqa: F401
     ftc_relabel,
     icl_regression,
     kv_retrieval,
+    lm_text,
     lora_teacher,
     mqar,
+    needles_finetune,
     sparse_parity,
 )
 from ftcore.tasks.base import Task  # noqa: F401

@@ -17,6 +17,7 @@ class Task:
     has_construction: bool = False        # True when `construct` implements `train.method: construction`
     static_batch: bool = False            # True when batch(step) is the same tensors every step (full batch)
     models: tuple = ("mlp",)              # the models whose inputs and outputs this task can feed and score
+    row_loss: bool = True                 # loss = Σ_b w_b ℓ_b over independent rows b (data parallelism shards b)
 
     def __init__(self, cfgs: list, model_cfg, seeds: list[int]):
         self.cfgs, self.model_cfg, self.seeds, self.E = cfgs, model_cfg, seeds, len(cfgs)
@@ -39,6 +40,10 @@ class Task:
     # -- the pack ----------------------------------------------------------------------------------
     def build_base(self) -> torch.nn.Module:
         raise NotImplementedError
+
+    def use_base(self, base: torch.nn.Module) -> None:
+        """The pack trains over `base` (a trained one, `model.from`) instead of the one `build_base` returned:
+        a task whose data or reference numbers derive from the base recomputes them here."""
 
     def to(self, dtype: torch.dtype, device: torch.device | str | None = None) -> "Task":
         """Move every tensor attribute (data) to `device` and cast the floating ones to dtype."""

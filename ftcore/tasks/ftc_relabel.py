@@ -82,12 +82,15 @@ class FtcRelabel(Task):
             xs.append(x)
             ys.append(res.unsqueeze(-1))
         self.x, self.w = pad_rows(xs)                                                  # (E, K, d), (E, K)
-        residual, _ = pad_rows(ys)                                                     # (E, K, 1)
-        with torch.no_grad():
-            self.y = f(self.x) + residual                                              # y' = f(x) + r
+        self.residual, _ = pad_rows(ys)                                                # (E, K, 1)
+        self.use_base(f)
         self.valid = self.w > 0
         self.tol = torch.tensor([c.tol for c in self.cfgs])
         return f
+
+    @torch.no_grad()
+    def use_base(self, base):
+        self.y = base(self.x) + self.residual                                          # y' = f(x) + r
 
     def batch(self, step):
         return self.x, self.y, self.w

@@ -89,23 +89,7 @@ class KvRetrievalConfig:
     per_member = ()             # members of a pack differ by seed only
 
     def __post_init__(self):
-        check(self.n_dicts >= 1, "task.n_dicts", ">= 1", self.n_dicts)
-        check(self.fmt in FORMATS, "task.fmt", f"one of {', '.join(FORMATS)}", self.fmt)
-        for part in ("dict_size", "key_digits", "val_digits"):
-            lo, hi = getattr(self, f"{part}_min"), getattr(self, f"{part}_max")
-            check(lo >= 1, f"task.{part}_min", ">= 1", lo)
-            check(hi >= lo, f"task.{part}_max", f">= task.{part}_min = {lo}", hi)
-        check(self.key_digits_max <= 9 and self.val_digits_max <= 9, "task.key_digits_max/val_digits_max",
-              "<= 9", (self.key_digits_max, self.val_digits_max))
-        n_keys = 10 ** self.key_digits_max - 10 ** (self.key_digits_min - 1)     # integers with those digit counts
-        n_vals = 10 ** self.val_digits_max - 10 ** (self.val_digits_min - 1)
-        check(1 <= self.gold_dict_size <= n_keys, "task.gold_dict_size", f"in 1..{n_keys} (distinct keys)",
-              self.gold_dict_size)
-        # other dicts avoid the gold key, so they have n_keys − 1 keys to draw distinct ones from
-        check(self.n_dicts == 1 or self.dict_size_max <= n_keys - 1, "task.dict_size_max",
-              f"<= {n_keys - 1} (distinct keys other than the gold key)", self.dict_size_max)
-        check(n_vals >= 2, "task.val_digits_max", "a range with >= 2 values (the gold value is unique)",
-              self.val_digits_max)
+        check_dict_fields(self)
         check(-1 <= self.gold_pos < self.n_dicts, "task.gold_pos", f"-1 (uniform) or a slot in 0..{self.n_dicts - 1}",
               self.gold_pos)
         check(self.batch_size >= 1, "task.batch_size", ">= 1", self.batch_size)
@@ -132,6 +116,28 @@ class KvRetrievalConfig:
         return kv_max_lengths(self.n_dicts, self.gold_dict_size, (self.dict_size_min, self.dict_size_max),
                               (self.key_digits_min, self.key_digits_max),
                               (self.val_digits_min, self.val_digits_max), self.fmt)
+
+
+def check_dict_fields(cfg) -> None:
+    """The checks every config of dictionary key-value data shares (kv_retrieval, needles_finetune): n_dicts, fmt,
+    the size and digit ranges, and enough distinct keys and values for the generator's uniqueness rules."""
+    check(cfg.n_dicts >= 1, "task.n_dicts", ">= 1", cfg.n_dicts)
+    check(cfg.fmt in FORMATS, "task.fmt", f"one of {', '.join(FORMATS)}", cfg.fmt)
+    for part in ("dict_size", "key_digits", "val_digits"):
+        lo, hi = getattr(cfg, f"{part}_min"), getattr(cfg, f"{part}_max")
+        check(lo >= 1, f"task.{part}_min", ">= 1", lo)
+        check(hi >= lo, f"task.{part}_max", f">= task.{part}_min = {lo}", hi)
+    check(cfg.key_digits_max <= 9 and cfg.val_digits_max <= 9, "task.key_digits_max/val_digits_max",
+          "<= 9", (cfg.key_digits_max, cfg.val_digits_max))
+    n_keys = 10 ** cfg.key_digits_max - 10 ** (cfg.key_digits_min - 1)     # integers with those digit counts
+    n_vals = 10 ** cfg.val_digits_max - 10 ** (cfg.val_digits_min - 1)
+    check(1 <= cfg.gold_dict_size <= n_keys, "task.gold_dict_size", f"in 1..{n_keys} (distinct keys)",
+          cfg.gold_dict_size)
+    # other dicts avoid the gold key, so they have n_keys − 1 keys to draw distinct ones from
+    check(cfg.n_dicts == 1 or cfg.dict_size_max <= n_keys - 1, "task.dict_size_max",
+          f"<= {n_keys - 1} (distinct keys other than the gold key)", cfg.dict_size_max)
+    check(n_vals >= 2, "task.val_digits_max", "a range with >= 2 values (the gold value is unique)",
+          cfg.val_digits_max)
 
 
 def n_dicts_at(cfg: KvRetrievalConfig, step: int) -> int:

@@ -98,6 +98,10 @@ class LoraTeacher(Task):
         self._label_held_out()
         return f
 
+    def use_base(self, base) -> None:
+        self.base = base
+        self._label_held_out()
+
     @torch.no_grad()
     def _label_held_out(self) -> None:
         """Targets and the unadapted error on the held-out sets, in the task's current dtype."""

@@ -10,6 +10,7 @@ from ftcore.tasks.base import Task
 
 class SelectionTask(Task):
     selects_batches = True
+    row_loss = False          # InfoNCE couples a batch's rows: the loss of a shard is not a part of the sum
 
     @staticmethod
     def selection_sizes(cfg) -> tuple[int, int]:

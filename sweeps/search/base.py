@@ -7,7 +7,6 @@ the runner packs each round into Tune trials (DESIGN.md §3). Every search answe
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 from ftcore.config import MemberConfig
@@ -21,9 +20,7 @@ class Probe:
 
     def payload(self) -> dict:
         """JSON-able form shipped to the Ray Train worker."""
-        m = self.member
-        cfg = {s: dataclasses.asdict(getattr(m, s)) for s in ("model", "adapter", "task", "train")}
-        return {"config": {**cfg, "seed": m.seed}, "meta": self.meta}
+        return {"config": self.member.nested(), "meta": self.meta}     # a trained base as model.from
 
 
 class RoundSearch:

@@ -70,11 +70,11 @@ def compile_sm90(fn, signature: dict[str, str], constexprs: dict[str, object], n
     return CompileReport(name, regs, st, ld, int(compiled.metadata.shared))
 
 
-OPS = ("kernels.lora_linear", "kernels.packed_mlp", "kernels.multi_adamw", "kernels.selective_scan")
+OPS = ("ftkernels.lora_linear", "ftkernels.packed_mlp", "ftkernels.multi_adamw", "ftkernels.selective_scan")
 
 
 def main() -> int:
-    """`python -m kernels.aot`: compile every configuration each op declares in `aot_configs()` for sm_90.
+    """`python -m ftkernels.aot`: compile every configuration each op declares in `aot_configs()` for sm_90.
 
     Must run with TRITON_INTERPRET unset (the interpreter replaces @triton.jit at import time). Prints one
     line per configuration; exit 1 if any fails to compile.
@@ -85,7 +85,7 @@ def main() -> int:
     import warnings
     warnings.filterwarnings("ignore")
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        print("kernels.aot: unset TRITON_INTERPRET to compile", file=sys.stderr)
+        print("ftkernels.aot: unset TRITON_INTERPRET to compile", file=sys.stderr)
         return 2
     failed = 0
     for mod_name in sys.argv[1:] or OPS:

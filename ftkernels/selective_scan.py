@@ -39,8 +39,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kernels import dispatch
-from kernels._compat import tl, triton
+from ftkernels import dispatch
+from ftkernels._compat import tl, triton
 
 CHUNK = 16              # time steps between saved states (the backward's workspace depth)
 STATE_ELEMS = 1024      # BLOCK_D * BLOCK_N: the register-resident state tile

@@ -21,7 +21,7 @@ log = logging.getLogger("ftcore.kernels")
 
 
 def triton_importable() -> bool:
-    from kernels._compat import HAVE_TRITON
+    from ftkernels._compat import HAVE_TRITON
     return HAVE_TRITON
 
 

@@ -45,9 +45,9 @@ bf16 is compiled (AOT) but wrong in the interpreter (DESIGN.md §6), so tests co
 from __future__ import annotations
 
 import torch
-from kernels._compat import tl, triton
+from ftkernels._compat import tl, triton
 
-from kernels import dispatch
+from ftkernels import dispatch
 
 BLOCK_B = 32         # rows per tile / per B-loop step
 BLOCK_K = 32         # fan_in chunk (K-loop in the pre-activation; grid dim of the backward kernels)
@@ -326,7 +326,7 @@ def packed_mlp_triton(x: torch.Tensor, Ws: list[torch.Tensor], bs: list[torch.Te
 
 def packed_mlp(x: torch.Tensor, Ws: list[torch.Tensor], bs: list[torch.Tensor],
                masks: list[torch.Tensor]) -> torch.Tensor:
-    """g(x) for the pack: Triton kernels when `kernels.dispatch.use_triton` says so, else `packed_mlp_ref`."""
+    """g(x) for the pack: Triton kernels when `ftkernels.dispatch.use_triton` says so, else `packed_mlp_ref`."""
     if Ws[-1].shape[2] <= OMAX and dispatch.use_triton(x, *Ws, *bs):
         return packed_mlp_triton(x, Ws, bs, masks)
     return packed_mlp_ref(x, Ws, bs, masks)
@@ -346,7 +346,7 @@ def packed_mlp_ref(x: torch.Tensor, Ws: list[torch.Tensor], bs: list[torch.Tenso
 # --------------------------------------------------------------------------------------------------- AOT
 
 def aot_configs() -> list[dict]:
-    """Every (kernel, dtype, tile) configuration the launchers above can pick, for `python -m kernels.aot`."""
+    """Every (kernel, dtype, tile) configuration the launchers above can pick, for `python -m ftkernels.aot`."""
     pair = ["x_ptr", "w1_ptr", "b1_ptr", "m_ptr", "w2_ptr"]
     kernels = [  # (kernel, pointer args, int args, has BLOCK_O) in argument order
         (_linear_relu_fwd_kernel, ["x_ptr", "w_ptr", "b_ptr", "m_ptr", "h_ptr"], ["B", "K", "H"], False),

@@ -1,2 +1,2 @@
 """Fused GPU kernels, each with a plain-torch `_ref` that is also the CPU path (DESIGN.md §2)."""
-from kernels.dispatch import active_impl  # noqa: F401
+from ftkernels.dispatch import active_impl  # noqa: F401

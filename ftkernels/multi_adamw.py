@@ -36,9 +36,9 @@ No autograd.Function: an optimizer step is an in-place update under no_grad, not
 from __future__ import annotations
 
 import torch
-from kernels._compat import tl, triton
+from ftkernels._compat import tl, triton
 
-from kernels.dispatch import use_triton
+from ftkernels.dispatch import use_triton
 
 BLOCK = 1024            # columns per program (update) / per loop iteration (norm)
 NUM_WARPS = 4           # 8 fp32 per thread: two 16-byte vector loads per buffer

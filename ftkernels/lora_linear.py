@@ -34,9 +34,9 @@ dtype; fp32 inputs use 3xTF32 dots, or one TF32 pass when torch allows TF32 (get
 from __future__ import annotations
 
 import torch
-from kernels._compat import tl, triton
+from ftkernels._compat import tl, triton
 
-from kernels import dispatch
+from ftkernels import dispatch
 
 RT = 16                 # rank tile (columns per slot)
 SLOTS = 4               # rank-tile slots per member (z0..z3 in the kernels)
@@ -355,7 +355,14 @@ def lora_linear(x, W, b, down, up, scale: float):
 
 def grouped_lora_linear(x, W, b, down, up, scale, ranks):
     """Per member e: y[e] = x[e] W[e] + b[e] + scale[e] (x[e] down[e, :, :r_e]) up[e, :r_e].
-    x (E, M, K), W (E, K, N), b (E, N) or None, down (E, K, R), up (E, R, N), scale (E,), ranks (E,) int."""
+    x (E, M, K), W (E, K, N), b (E, N) or None, down (E, K, R), up (E, R, N), scale (E,), ranks (E,) int.
+    A shared frozen base (multi-LoRA: one copy of W for the pack) is W (1, K, N) and b (1, N): the Triton kernels
+    read it through a stride-0 member axis, the reference runs the base as one GEMM over all E·M rows."""
+    E = x.shape[0]
+    if W.shape[0] == 1 and E > 1:
+        W = W.expand(E, -1, -1)
+    if b is not None and b.shape[0] == 1 and E > 1:
+        b = b.expand(E, -1)
     if down.shape[-1] <= MAX_RANK and dispatch.use_triton(*(t for t in (x, W, b, down, up) if t is not None)):
         return grouped_lora_linear_triton(x, W, b, down, up, scale, ranks)
     return grouped_lora_linear_ref(x, W, b, down, up, scale, ranks)
@@ -375,7 +382,12 @@ def grouped_lora_linear_ref(x, W, b, down, up, scale, ranks):
     down_m = torch.where(live[:, None, :], down, torch.zeros((), dtype=down.dtype, device=down.device))
     up_m = torch.where(live[:, :, None], up, torch.zeros((), dtype=up.dtype, device=up.device))
     s = scale.to(device=x.device, dtype=x.dtype)[:, None, None]                    # (E, 1, 1)
-    base = torch.bmm(x, W) if b is None else torch.baddbmm(b[:, None, :], x, W)    # (E, M, N), as PackedMLP.linear
+    if W.stride(0) == 0 or (W.shape[0] == 1 and x.shape[0] > 1):                 # shared base: one GEMM, E·M rows
+        E, M, K = x.shape
+        base = (x.reshape(E * M, K) @ W[0]).reshape(E, M, -1)
+        base = base if b is None else base + b[:, None, :]
+    else:
+        base = torch.bmm(x, W) if b is None else torch.baddbmm(b[:, None, :], x, W)    # (E, M, N), as PackedMLP.linear
     return base + s * torch.bmm(torch.bmm(x, down_m), up_m)                        # (E, M, N)
 
 
@@ -397,7 +409,7 @@ def aot_configs() -> list[dict]:
     """Every (call site, dtype, tile, dot precision) the launchers can pick, for contiguous inputs.
 
     "attrs" marks every pointer, size and non-unit stride 16-divisible, as the JIT does for 16-aligned
-    shapes (that enables vectorized, software-pipelined loads); kernels.aot may pass it to ASTSource."""
+    shapes (that enables vectorized, software-pipelined loads); ftkernels.aot may pass it to ASTSource."""
     cfgs = []
     for dtype, name in _TRITON_DTYPE.items():
         fp32 = dtype == torch.float32

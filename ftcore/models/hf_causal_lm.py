@@ -1,0 +1,127 @@
+"""`hf_causal_lm`: a Hugging Face causal LM as the frozen base of a pack (DESIGN.md §7, multi-LoRA training).
+
+Loaded with `AutoModelForCausalLM.from_pretrained(model.path)` (and its `AutoTokenizer`, `ftcore.tokenizers`) from
+local files only unless `model.download: true` — so a sweep never fetches weights behind the user's back. One copy
+per pack, shared by all E members: the module has no member axis; the E members' prompts are folded into the
+batch,
+
+    ids (E, B, T)  ->  lm(ids.reshape(E·B, T)).logits  ->  (E, B, T, V),
+
+and a LoRA adapter's wrappers (adapters/lora_modules.py) unfold the rows per member again inside every adapted
+linear, so E fine-tunes cost one base forward over E batches (S-LoRA/Punica's SGMV; mLoRA). The base stays in
+eval mode (its dropout off) whatever mode the adapted model is put in: a frozen base is a fixed function.
+Positions are right-padded by the tasks; causal attention never lets padding reach an earlier position, so no
+attention mask is needed.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ftcore.config import check
+from ftcore.registry import MODELS
+
+
+def _local(path: str, download: bool) -> dict:
+    return {"local_files_only": not download}
+
+
+def check_path(path: str, download: bool) -> None:
+    """A local directory with config.json (what `save_pretrained` writes), unless downloads are allowed."""
+    check(bool(path), "model.path", "a local directory saved with save_pretrained (or a hub id with "
+          "model.download: true)", path)
+    if not download:
+        check((Path(path) / "config.json").is_file(), "model.path",
+              "a local directory with config.json (save_pretrained's output); set model.download: true to fetch "
+              "a hub id", path)
+
+
+@functools.lru_cache(maxsize=8)
+def hf_config(path: str, download: bool = False):
+    from transformers import AutoConfig
+    return AutoConfig.from_pretrained(path, **_local(path, download))
+
+
+def load_tokenizer(path: str, download: bool = False):
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(path, **_local(path, download))
+
+
+def model_vocab_size(path: str, download: bool = False) -> int:
+    """Rows of the model's output logits (config.vocab_size)."""
+    return int(hf_config(path, download).vocab_size)
+
+
+@functools.lru_cache(maxsize=8)
+def module_names(path: str, download: bool = False) -> tuple[tuple[str, str], ...]:
+    """((dotted name, class name), ...) of every module of the model, built on the meta device (no weights read):
+    what `adapter.targets` is checked against before anything runs. Names carry this wrapper's `lm.` prefix."""
+    from transformers import AutoModelForCausalLM
+    with torch.device("meta"):
+        lm = AutoModelForCausalLM.from_config(hf_config(path, download))
+    return tuple((f"lm.{n}" if n else "lm", type(m).__name__) for n, m in lm.named_modules())
+
+
+@functools.lru_cache(maxsize=8)
+def has_biases(path: str, download: bool = False) -> bool:
+    """Whether the model has any bias parameter (GPT-2 yes, Llama no), read on the meta device."""
+    from transformers import AutoModelForCausalLM
+    with torch.device("meta"):
+        lm = AutoModelForCausalLM.from_config(hf_config(path, download))
+    return any(n.rpartition(".")[2] == "bias" for n, _ in lm.named_parameters())
+
+
+@dataclass
+class HFCausalLMConfig:
+    name: str = "hf_causal_lm"
+    path: str = ""            # local dir (save_pretrained) or, with download: true, a hub id
+    download: bool = False    # allow transformers to fetch `path` from the hub
+
+    per_member = ()
+    required = ("path",)      # no default: a config must name its model
+
+    def __post_init__(self):
+        check_path(self.path, self.download)
+
+
+@MODELS.register("hf_causal_lm")
+class HFCausalLM(nn.Module):
+    """ids (E, B, T) -> logits (E, B, T, V) of one frozen HF causal LM shared by the pack's E members."""
+    Config = HFCausalLMConfig
+    member_axis = False       # parameters have no leading member axis (one copy per pack)
+
+    def __init__(self, cfg: HFCausalLMConfig, in_dim: int, out_dim: int, gens: list[torch.Generator]):
+        super().__init__()
+        from transformers import AutoModelForCausalLM
+        from transformers.utils import logging as hf_logging
+        hf_logging.disable_progress_bar()        # one bar per pack would flood a sweep's log
+        self.cfg, self.E = cfg, 1
+        self.lm = AutoModelForCausalLM.from_pretrained(cfg.path, dtype=torch.float32,
+                                                       **_local(cfg.path, cfg.download))
+        self.lm.eval()
+        V = self.lm.get_output_embeddings().weight.shape[0]
+        if out_dim != V:
+            raise ValueError(f"model.path: the model's output vocabulary has {V} rows, the task expects {out_dim}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (E, B, T) token ids (any dtype; tasks carry ids as floats) -> (E, B, T, V)."""
+        E, B, T = x.shape[:3]
+        ids = x.reshape(E * B, T).round().long()
+        return self.lm(input_ids=ids, use_cache=False).logits.reshape(E, B, T, -1)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.lm.eval()          # the frozen base is a fixed function: dropout stays off
+        return self
+
+    def freeze(self) -> "HFCausalLM":
+        for p in self.parameters():
+            p.requires_grad_(False)
+        return self
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.lm.parameters())
