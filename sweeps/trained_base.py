@@ -112,7 +112,8 @@ def _runs(dir_: str) -> tuple[str, list[dict]]:
     try:
         loc = Location.of(dir_)
         if not loc.exists():
-            raise ValueError(f"model.from.dir: {dir_} does not exist")
+            raise ValueError(f"model.from.dir: {dir_} does not exist (run the sweep that writes it first, or give "
+                             "model.from.dir=DIR)")
         if not loc.child("runs").exists() or not loc.child("curves").exists():
             raise ValueError(f"model.from.dir: {dir_} holds no runs/ (not a sweep output directory)")
         rows = ResultSink(loc).read_rows("runs")
@@ -214,3 +215,4 @@ def check_member(m: MemberConfig) -> None:
         raise ValueError(f"task.name: task '{m.task.name}' feeds the base (in, out) = {tuple(ours)}, but the base of "
                          f"model.from run {src.run_id} was trained with (in, out) = {tuple(theirs)} "
                          f"(task '{src.member.task.name}')")
+    TASKS.get_entry(m.task.name).check_source(m.task, src.member.task)

@@ -242,3 +242,16 @@ def test_needles_tasks_run_on_an_hf_causal_lm(tmp_path):
     assert res.status == "ok" and res.curve[0]["before/mdqa/mean"] == res.curve[0]["mdqa/mean"]
     (lm,) = ftcore.fit([member({"name": "lm_text", "batch_size": 2, "n_eval": 2}, model=hf, steps=1, eval_every=1)])
     assert lm.status == "ok" and lm.metrics["lm/ce"] > 0
+
+
+@pytest.mark.parametrize("target", [0.0, 1e-9, 1.0])
+def test_target_acc_is_the_success_metric(target):
+    """task.target_acc > 0: fit/success = kv/acc >= target, the metric a capacity search over adapter.rank and
+    early stopping read; 0: no success metric at all (nothing would ever stop a member, nothing is claimed)."""
+    task, model = build_pack([member({**FT, "target_acc": target}, seed=s) for s in (0, 1)], torch.float32)
+    ev = task.evaluate(model)
+    if target == 0:
+        assert task.success_metric is None and "fit/success" not in ev
+        return
+    assert task.success_metric == "fit/success"
+    assert ev["fit/success"].tolist() == (ev["kv/acc"] >= target).float().tolist()

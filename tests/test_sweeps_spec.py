@@ -137,3 +137,12 @@ def test_variant_applies_its_overrides_and_the_command_line_wins(tmp_path):
     assert {m.model.n_layer for m in validate(spec)} == {3}
     with pytest.raises(SpecError, match="variant=nope: not a variant of this sweep; valid: big"):
         load_spec(path, ["variant=nope"])
+
+
+def test_stage_two_must_replay_the_stage_one_corpus(sources):
+    """needles_finetune's retention metric replays the stage-1 lm_text corpus: a corpus field that differs from the
+    source run's is a one-line error naming it (Task.check_source), not a silently wrong retain/lm_ce."""
+    path = Path(__file__).parent.parent / "sweeps" / "needles_finetune.yaml"
+    over = [f"model.from.dir={sources['needles_pretrain']}"]
+    with pytest.raises(SpecError, match=r"^task\.docs_max: must be the stage-1 run's task\.docs_max = 4 .*got 3"):
+        validate(load_spec(path, [*over, "task.docs_max=3"]))

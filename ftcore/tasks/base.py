@@ -32,6 +32,11 @@ class Task:
     def check_compatible(cfg, model_cfg, adapter_cfg, train_cfg) -> None:
         """Raise ValueError for cross-section impossibilities."""
 
+    @staticmethod
+    def check_source(cfg, source_task_cfg) -> None:
+        """`model.from`: raise ValueError when this task cannot measure what it measures on a base trained with
+        `source_task_cfg` (e.g. a retention metric that must replay the source's own data distribution)."""
+
     @classmethod
     def rows(cls, cfg) -> int:
         """Training rows per step for one member: used to bucket packs with little padding."""

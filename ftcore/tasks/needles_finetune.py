@@ -44,7 +44,8 @@ from ftcore.tasks.kv_retrieval import check_dict_fields
 from ftcore.tasks.seq_generators import kv_max_lengths, sample_kv_retrieval
 from ftcore.tasks.text_batches import score, token_mean
 
-BEFORE = ("mdqa/", "kv/acc", "retain/lm_ce")     # metrics also reported on the base (before/...)
+BEFORE = ("mdqa/", "kv/acc", "retain/lm_ce")
+RETAIN_FIELDS = ("docs_max", "facts_max", "digits_min", "digits_max", "ask")   # must equal the stage-1 lm_text's     # metrics also reported on the base (before/...)
 
 
 @dataclass
@@ -118,12 +119,22 @@ def pos_key(i: int, n: int) -> str:
 class NeedlesFinetune(TextTask):
     Config = NeedlesFinetuneConfig
     per_member = NeedlesFinetuneConfig.per_member
-    success_metric = "fit/success"       # emitted when task.target_acc > 0
 
     def __init__(self, cfgs, model_cfg, seeds):
         super().__init__(cfgs, model_cfg, seeds)
         self.T = lengths(cfgs[0])
         self.before: dict[str, torch.Tensor] | None = None
+        self.success_metric = "fit/success" if cfgs[0].target_acc > 0 else None   # (no target: nothing to stop on)
+
+    @staticmethod
+    def check_source(cfg, source_task_cfg):
+        """retain/lm_ce replays the stage-1 corpus: its fields must be those the base was pretrained with."""
+        if source_task_cfg.name != "lm_text":
+            return
+        for f in RETAIN_FIELDS:
+            mine, theirs = getattr(cfg, f), getattr(source_task_cfg, f)
+            check(mine == theirs, f"task.{f}", f"the stage-1 run's task.{f} = {theirs!r} (retain/lm_ce replays its "
+                  "corpus)", mine)
 
     @staticmethod
     def seq_len(cfg):
