@@ -34,6 +34,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from ftcore.config import MemberConfig, ModelFrom, member_from_dict
+from ftcore.tokenizers import is_hf
 
 FORMAT, VERSION = "ftcore.member_state", "1"
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -63,7 +64,7 @@ def base_identity(member: MemberConfig) -> dict:
     """What the member's frozen base was (not stored in its checkpoint)."""
     if member.source is not None:
         return {"kind": "from", **dataclasses.asdict(member.source)}
-    if member.model.name == "hf_causal_lm":
+    if is_hf(member.model):
         return {"kind": "hf", "path": getattr(member.model, "path", "")}
     return {"kind": "init", "model": dataclasses.asdict(member.model), "task": member.task.name, "seed": member.seed}
 

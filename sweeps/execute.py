@@ -132,15 +132,15 @@ def execute_trial(packs: list[list[dict]], out_dir: str, trial_id: str, sweep_me
     every runs row. With `dp` (data parallel, ftcore.distributed) every rank trains every pack (the same cut:
     same budget) and only rank 0 writes."""
     runs, curves = [], []
+    writer = dp is None or dp.rank == 0
     parts = [part for pack in packs for part in split_for_memory(pack, budget_bytes)]
     for i, pack in enumerate(parts):
         steps = member_from_dict(pack[0]["config"]).train.steps
         report = throttled(progress, {"pack": i + 1, "packs": len(parts)}, steps)
-        r, c = run_pack(pack, sweep_meta, trial_id, device, report, where, dp,
-                        out_dir if dp is None or dp.rank == 0 else None)
+        r, c = run_pack(pack, sweep_meta, trial_id, device, report, where, dp, out_dir if writer else None)
         runs += r
         curves += c
-    if dp is None or dp.rank == 0:
+    if writer:
         sink_for(out_dir).write_pack(trial_id, runs, curves)
         write_tensorboard(join(out_dir, "tb"), runs, curves)
     return runs

@@ -23,11 +23,11 @@ from torch import nn
 
 from ftcore.adapters.base import Adapter
 from ftcore.config import check
-from ftcore.registry import ADAPTERS
+from ftcore.registry import ADAPTERS, MODELS
+from ftcore.tokenizers import HF_MODELS, is_hf
 
 
 SEQUENCE_MODELS = ("transformer", "looped_transformer", "mamba", "hybrid", "mambaformer")
-HF_MODELS = ("hf_causal_lm",)
 
 
 class DeltaAdapter(Adapter):
@@ -43,8 +43,8 @@ class DeltaAdapter(Adapter):
 
     @classmethod
     def one_member_per_pack(cls, model_cfg) -> bool:
-        """A base without a member axis (HF) cannot hold E members' own weights: one member per pack."""
-        return model_cfg.name in HF_MODELS
+        """A base without a member axis (`member_axis = False`: HF) cannot hold E members' own weights."""
+        return not getattr(MODELS.get_entry(model_cfg.name), "member_axis", True)
 
     def tuned(self, base: nn.Module) -> list[tuple[str, torch.Tensor]]:
         """Module-based bases: the (name, parameter) pairs this adapter tunes."""
@@ -55,9 +55,10 @@ class DeltaAdapter(Adapter):
         if self.generic:
             Adapter.__init__(self, cfgs, base, in_dim, out_dim, gens)
             self.member_axis = getattr(base, "member_axis", True)
+            tuned = self.tuned(base)                                # chosen once: forward only looks them up
+            self.tuned_names = [n for n, _ in tuned]
             self.deltas = nn.ParameterDict({                        # (E, ...) each; HF: (1, *p.shape)
-                _key(n): nn.Parameter(torch.zeros(self.E, *(p.shape[1:] if self.member_axis else p.shape),
-                                                  dtype=p.dtype)) for n, p in self.tuned(base)})
+                _key(n): nn.Parameter(_zeros(self.E, p if self.member_axis else p.unsqueeze(0))) for n, p in tuned})
             return
         super().__init__(cfgs, base, in_dim, out_dim, gens)
         self.dW, self.db = nn.ParameterDict(), nn.ParameterDict()
@@ -73,9 +74,11 @@ class DeltaAdapter(Adapter):
                                 db=self.db[str(l)] if str(l) in self.db else None)
 
     def _adapted(self, base: nn.Module) -> dict[str, torch.Tensor]:
-        """{name: p + Δ} for the tuned parameters (Δ[0] on a base without a member axis)."""
-        return {n: p + (self.deltas[_key(n)] if self.member_axis else self.deltas[_key(n)][0])
-                for n, p in self.tuned(base)}
+        """{name: p + Δ} for the tuned parameters of `base` (this adapter's, or a copy of it; Δ[0] on a base
+        without a member axis)."""
+        params = dict(base.named_parameters())
+        return {n: params[n] + (self.deltas[_key(n)] if self.member_axis else self.deltas[_key(n)][0])
+                for n in self.tuned_names}
 
     def forward(self, x, **kw):
         """kw (e.g. the looped model's n_loops / keep_last, from `train_kwargs`) go to the base's forward."""
@@ -174,7 +177,7 @@ def n_blocks(model_cfg) -> tuple[int, str]:
     """(layers of the model, the config field that says so): mlp depth, n_layer, or an HF config's layer count."""
     if model_cfg.name == "mlp":
         return model_cfg.depth, "model.depth"
-    if model_cfg.name in HF_MODELS:
+    if is_hf(model_cfg):
         from ftcore.models.hf_causal_lm import hf_config
         return int(hf_config(model_cfg.path, model_cfg.download).num_hidden_layers), "the HF model's layer count"
     return model_cfg.n_layer, "model.n_layer"
@@ -194,7 +197,7 @@ class BiasOnly(DeltaAdapter):
     def check_compatible(cfg, model_cfg, io_dims):
         check(getattr(model_cfg, "bias", True), "adapter.name", "an adapter other than bias_only when model.bias is "
               "false", cfg.name)
-        if model_cfg.name in HF_MODELS:
+        if is_hf(model_cfg):
             from ftcore.models.hf_causal_lm import has_biases
             check(has_biases(model_cfg.path, model_cfg.download), "adapter.name",
                   "an adapter other than bias_only for an HF model without biases (e.g. Llama)", cfg.name)

@@ -23,6 +23,7 @@ from ftcore.adapters.delta import SEQUENCE_MODELS
 from ftcore.adapters.lora_modules import init_down, inject, matches, merge, site_names
 from ftcore.config import check
 from ftcore.registry import ADAPTERS
+from ftcore.tokenizers import HF_MODELS, is_hf
 from ftkernels.lora_linear import grouped_lora_linear
 
 
@@ -68,7 +69,7 @@ class LoRA(Adapter):
     per_member = LoraConfig.per_member
     capacity_field = "rank"
 
-    models = ("mlp",) + SEQUENCE_MODELS + ("hf_causal_lm",)
+    models = ("mlp",) + SEQUENCE_MODELS + HF_MODELS
 
     @staticmethod
     def check_compatible(cfg, model_cfg, io_dims):
@@ -80,7 +81,7 @@ class LoRA(Adapter):
             return
         check(not cfg.layers and not cfg.tune_bias, "adapter.layers/tune_bias",
               f"unset on model {model_cfg.name} (it adapts the modules named by adapter.targets)", cfg.layers)
-        if model_cfg.name == "hf_causal_lm":
+        if is_hf(model_cfg):
             check(bool(cfg.targets), "adapter.targets", "module-name patterns for an HF model (e.g. [c_attn] for "
                   "GPT-2, [q_proj, v_proj] for Llama)", cfg.targets)
         names = site_names(model_cfg, io_dims)

@@ -30,8 +30,6 @@ from torch import nn
 from ftcore.models.blocks import PackedLinear
 from ftkernels.lora_linear import grouped_lora_linear
 
-SITE_CLASSES = ("PackedLinear", "Linear", "Conv1D")
-
 
 @dataclass
 class Site:
@@ -81,11 +79,10 @@ def site_names(model_cfg, io_dims: tuple[int, int]) -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=64)
 def _site_names(cfg_json: str, name: str, io_dims: tuple[int, int]) -> tuple[str, ...]:
-    if name == "hf_causal_lm":
-        from ftcore.models.hf_causal_lm import module_names
+    if name == "hf_causal_lm":     # the same sites() the wrappers use, on the structure alone (`lm.` as HFCausalLM)
+        from ftcore.models.hf_causal_lm import meta_model
         cfg = json.loads(cfg_json)
-        return tuple(n for n, cls in module_names(cfg["path"], bool(cfg["download"])) if cls in SITE_CLASSES
-                     or cls.endswith("Linear"))
+        return tuple(f"lm.{s.name}" for s in sites(meta_model(cfg["path"], bool(cfg["download"]))))
     from ftcore.models.mlp import build_model
     from ftcore.registry import MODELS
     cfg = MODELS.get_entry(name).Config(**{k: v for k, v in json.loads(cfg_json).items()})

@@ -57,22 +57,17 @@ def model_vocab_size(path: str, download: bool = False) -> int:
 
 
 @functools.lru_cache(maxsize=8)
-def module_names(path: str, download: bool = False) -> tuple[tuple[str, str], ...]:
-    """((dotted name, class name), ...) of every module of the model, built on the meta device (no weights read):
-    what `adapter.targets` is checked against before anything runs. Names carry this wrapper's `lm.` prefix."""
+def meta_model(path: str, download: bool = False) -> nn.Module:
+    """The model's structure on the meta device (no weights read, no memory): what config checks look at before
+    anything runs — `adapter.targets` against its linear modules, `bias_only` against its biases."""
     from transformers import AutoModelForCausalLM
     with torch.device("meta"):
-        lm = AutoModelForCausalLM.from_config(hf_config(path, download))
-    return tuple((f"lm.{n}" if n else "lm", type(m).__name__) for n, m in lm.named_modules())
+        return AutoModelForCausalLM.from_config(hf_config(path, download))
 
 
-@functools.lru_cache(maxsize=8)
 def has_biases(path: str, download: bool = False) -> bool:
-    """Whether the model has any bias parameter (GPT-2 yes, Llama no), read on the meta device."""
-    from transformers import AutoModelForCausalLM
-    with torch.device("meta"):
-        lm = AutoModelForCausalLM.from_config(hf_config(path, download))
-    return any(n.rpartition(".")[2] == "bias" for n, _ in lm.named_parameters())
+    """Whether the model has any bias parameter (GPT-2 yes, Llama no)."""
+    return any(n.rpartition(".")[2] == "bias" for n, _ in meta_model(path, download).named_parameters())
 
 
 @dataclass

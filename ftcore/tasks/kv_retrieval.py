@@ -198,9 +198,10 @@ def answer_scores(logits: torch.Tensor, tgt: torch.Tensor) -> tuple[torch.Tensor
     return exact.float(), ce, right.sum(-1).float(), n.float()
 
 
-def pos_keys(n_dicts: int) -> list[str]:
-    width = max(2, len(str(n_dicts - 1)))
-    return [f"acc/pos{i:0{width}d}" for i in range(n_dicts)]
+def pos_keys(n_slots: int, prefix: str = "acc/pos") -> list[str]:
+    """Metric names per gold slot, zero-padded to at least 2 digits so they sort in slot order."""
+    width = max(2, len(str(n_slots - 1)))
+    return [f"{prefix}{i:0{width}d}" for i in range(n_slots)]
 
 
 @TASKS.register("kv_retrieval")

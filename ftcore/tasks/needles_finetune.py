@@ -40,7 +40,7 @@ from ftcore.registry import TASKS
 from ftcore.seeding import generators, member_generator
 from ftcore.tasks.lm_text import TextTask, char_len, check_world
 from ftcore.tasks.needles_text import mdqa_max_chars, sample_corpus, sample_mdqa
-from ftcore.tasks.kv_retrieval import check_dict_fields
+from ftcore.tasks.kv_retrieval import check_dict_fields, pos_keys
 from ftcore.tasks.seq_generators import kv_max_lengths, sample_kv_retrieval
 from ftcore.tasks.text_batches import score, token_mean
 
@@ -109,10 +109,6 @@ def lengths(cfg: NeedlesFinetuneConfig) -> dict[str, int]:
                                 cfg.fmt)                                          # kv_a counts the EOS
     md_p, md_a = mdqa_max_chars(cfg.mdqa_docs, (cfg.digits_min, cfg.digits_max))
     return {"kv": 1 + kv_p + kv_a - 1, "mdqa": 1 + md_p + md_a, "retain": char_len(cfg)}
-
-
-def pos_key(i: int, n: int) -> str:
-    return f"mdqa/pos{i:0{max(2, len(str(n - 1)))}d}"
 
 
 @TASKS.register("needles_finetune")
@@ -191,8 +187,8 @@ class NeedlesFinetune(TextTask):
         ((_, rt_ce, _, rt_n),) = score(model, self.rt_inp, [self.rt_tgt], self.model_cfg, self.V, self.dtype, chunk)
         out = {"mdqa/mean": md_exact.mean(1), "mdqa/ce": md_ce.mean(1)}
         pos = self.md_pos.to(md_exact.device)
-        for i in range(c0.mdqa_docs):
-            out[pos_key(i, c0.mdqa_docs)] = md_exact[:, pos == i].mean(1)
+        for i, key in enumerate(pos_keys(c0.mdqa_docs, "mdqa/pos")):
+            out[key] = md_exact[:, pos == i].mean(1)
         out |= {"kv/acc": kv_exact.mean(1), "kv/ce": kv_ce.mean(1), "val/ce": kv_ce.mean(1),
                 "retain/lm_ce": token_mean(rt_ce, rt_n)}
         if self.before is None:              # step 0: every adapter starts at its base
