@@ -6,6 +6,8 @@ same base, init and data gives the same loss curve; a pack of E mixed-rank membe
 the shared base is bit-identical after training; `n_trainable` equals peft's count; merging reproduces the
 adapted model.
 """
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -188,3 +190,28 @@ def test_bias_only_refuses_a_bias_free_hf_model(tiny_hf):
     cfg = HFCausalLMConfig(path=tiny_hf("llama"))
     with pytest.raises(ValueError, match=r"^adapter\.name: must be an adapter other than bias_only for an HF model"):
         ftcore.ADAPTERS["bias_only"].check_compatible(ftcore.ADAPTERS["bias_only"].Config(), cfg, (300, 300))
+
+
+def test_an_incomplete_model_directory_is_a_config_error(tiny_hf, tmp_path):
+    """What save_pretrained did not write is refused before anything runs, naming model.path: no weights, a
+    broken config.json, no tokenizer (transformers alone would return an empty tokenizer: every text -> [])."""
+    import shutil
+
+    from ftcore.models.hf_causal_lm import hf_config, load_tokenizer
+    src = Path(tiny_hf("gpt2"))
+    bare = tmp_path / "config_only"
+    bare.mkdir()
+    shutil.copy(src / "config.json", bare / "config.json")
+    with pytest.raises(ValueError, match=r"^model\.path: must be a directory with the model's weights"):
+        HFCausalLMConfig(path=str(bare))
+    no_tok = tmp_path / "no_tokenizer"
+    shutil.copytree(src, no_tok)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        (no_tok / f).unlink()
+    with pytest.raises(ValueError, match=r"^model\.path: must be a directory with a tokenizer that encodes text"):
+        load_tokenizer(str(no_tok))
+    broken = tmp_path / "broken"
+    shutil.copytree(src, broken)
+    (broken / "config.json").write_text('{"broken": ')
+    with pytest.raises(ValueError, match=r"^model\.path: cannot load the config of"):
+        hf_config(str(broken))

@@ -30,25 +30,46 @@ def _local(path: str, download: bool) -> dict:
     return {"local_files_only": not download}
 
 
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
 def check_path(path: str, download: bool) -> None:
-    """A local directory with config.json (what `save_pretrained` writes), unless downloads are allowed."""
+    """A local directory with config.json and the weights (what `save_pretrained` writes), unless downloads are
+    allowed."""
     check(bool(path), "model.path", "a local directory saved with save_pretrained (or a hub id with "
           "model.download: true)", path)
     if not download:
         check((Path(path) / "config.json").is_file(), "model.path",
               "a local directory with config.json (save_pretrained's output); set model.download: true to fetch "
               "a hub id", path)
+        check(any((Path(path) / w).is_file() for w in WEIGHT_FILES), "model.path",
+              f"a directory with the model's weights ({' or '.join(WEIGHT_FILES[::2])}, save_pretrained's output)",
+              path)
+
+
+def _loading(path: str, what: str, load):
+    """load() with transformers' errors (a broken config.json, missing files) as the one-line config error."""
+    try:
+        return load()
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"model.path: cannot load the {what} of {path!r} ({str(e).splitlines()[0][:200]})") from None
 
 
 @functools.lru_cache(maxsize=8)
 def hf_config(path: str, download: bool = False):
     from transformers import AutoConfig
-    return AutoConfig.from_pretrained(path, **_local(path, download))
+    return _loading(path, "config", lambda: AutoConfig.from_pretrained(path, **_local(path, download)))
 
 
 def load_tokenizer(path: str, download: bool = False):
+    """The model's tokenizer; a directory without tokenizer files is refused (transformers would hand back an
+    empty GPT-2 tokenizer that encodes every text to no ids)."""
     from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(path, **_local(path, download))
+    tok = _loading(path, "tokenizer", lambda: AutoTokenizer.from_pretrained(path, **_local(path, download)))
+    check(len(tok("0a", add_special_tokens=False)["input_ids"]) > 0, "model.path",
+          "a directory with a tokenizer that encodes text (tokenizer.json or vocab files: the tokenizer's "
+          "save_pretrained output)", path)
+    return tok
 
 
 def model_vocab_size(path: str, download: bool = False) -> int:
