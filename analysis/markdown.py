@@ -16,10 +16,12 @@ FLAG = "⚠"
 
 @dataclass
 class Section:
-    """Markdown text, fits.json records and figure paths of one sweep."""
+    """Markdown text, fits.json records, claims.json records (`analysis.verdict.Claim.record`) and figure
+    paths of one sweep."""
     markdown: str
     fits: list[dict] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)
+    claims: list[dict] = field(default_factory=list)
 
 
 def num(v, digits: int = 3) -> str:

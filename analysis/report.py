@@ -2,6 +2,8 @@
 
 One section per sweep found in the runs (a directory may hold several), chosen by the sweep's
 `report.kind` (capacity | rank_curve | icl_curve; a capacity search without report.kind is a capacity report).
+claims.json lists every computed claim about a paper's effect (`analysis.verdict.Claim.record`: statement,
+control, rule, verdict "shows" | "does not show", estimate, ci_low, ci_high, kind, n, method) with its sweep.
 Every file is written atomically; report.md is written last, so its presence means the set is whole.
 fits.json is a list with one record per fitted capacity curve:
 
@@ -105,10 +107,12 @@ def write_report(dir: str | Path, *, n_boot: int = 1000, seed: int = 0) -> Path:
         ids = runs["run_id"][dup].unique()
         md += [f"{FLAG} {len(ids)} run_id(s) appear more than once within a sweep (e.g. {ids[0]}): a run was "
                "recorded twice; the duplicates are kept in the statistics below.", ""]
-    fits = []
+    fits, claims = [], []
     for name in names:
         head, sec = sweep_section(runs[key == name], outdir, n_boot=n_boot, seed=seed)
         md += [head, sec.markdown]
         fits += sec.fits
+        claims += [{"sweep": name, **c} for c in sec.claims]
     atomic_write(outdir / "fits.json", json.dumps(_jsonable(fits), indent=2, allow_nan=False) + "\n")
+    atomic_write(outdir / "claims.json", json.dumps(_jsonable(claims), indent=2, allow_nan=False) + "\n")
     return atomic_write(outdir / "report.md", "\n".join(md).rstrip() + "\n")

@@ -78,7 +78,7 @@ def test_report_markdown(good):
 def test_pngs_and_atomic_outputs(good):
     d, _ = good
     out = d / "report"
-    assert sorted(p.name for p in out.iterdir()) == ["fits.json", "report.md", "syn_capacity_capacity.png",
+    assert sorted(p.name for p in out.iterdir()) == ["claims.json", "fits.json", "report.md", "syn_capacity_capacity.png",
                                                     "syn_rank_rank_curve.png"]  # no temp files left
     for name in ("syn_capacity_capacity.png", "syn_rank_rank_curve.png"):
         img = imread(out / name)
