@@ -6,17 +6,16 @@ fine-tuning, every statement a number with a CI, "does not show" when the CI doe
 Rows (`ftcore.tasks.needles_finetune`) carry `mdqa/pos{i}` (exact match with the answer fact in document i of N)
 after fine-tuning and `before/mdqa/pos{i}` on the frozen base, `retain/lm_ce` and `before/retain/lm_ce` (held-out
 stage-1 LM loss). Curves: the values of `report.curve_by` (e.g. adapter.name, adapter.rank; a column a row lacks,
-as adapter.rank on `full`, is left out of its label). For curve c with seeds s = 1..S, a_s(i) after and b_s(i)
-before, and the seed means ā(i), b̄(i):
+as adapter.rank on `full`, is left out of its label). For curve c with seeds s = 1..S, a_s(i) after and
+b_s(i) before (the same seed: paired):
 
     middle gain    Δ_mid = mean_s mean_{i ∈ M} (a_s(i) − b_s(i)),   M = {⌊N/3⌋, …, N − ⌊N/3⌋ − 1}
-    flattening     Δ_range = (max_i ā(i) − min_i ā(i)) − (max_i b̄(i) − min_i b̄(i))
+    flattening     Δ_range = mean_s [(max_i a_s(i) − min_i a_s(i)) − (max_i b_s(i) − min_i b_s(i))]
     mean change    Δ_all = mean_s mean_i (a_s(i) − b_s(i))
-    retention      cost = mean_s (r_s^after − r_s^before),  relative cost = cost / mean_s r_s^before
+    retention      cost = mean_s (r_s^after − r_s^before),  relative cost = mean_s (r_s^after − r_s^before) / r_s^before
 
-95% CI of each: the union of a seed bootstrap (seeds resampled with replacement, the statistic recomputed from
-the resampled rows; percentile interval) and a Student-t interval over the per-seed values (for Δ_range the
-per-seed ranges) — conservative with the 3–5 seeds a sweep has. Verdicts:
+95% CI of each: the paired Student-t interval of its per-seed values (`analysis.verdict`, the one interval
+method of every report). Verdicts (`analysis.verdict.Claim`, control = the same base before fine-tuning):
 
     middle positions up      shows iff CI(Δ_mid) lies above 0
     position curve flatter   shows iff CI(Δ_range) lies below 0 and CI(Δ_all) does not lie below 0 (a curve
@@ -32,21 +31,19 @@ from __future__ import annotations
 
 import math
 import re
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from scipy import stats
 
 from analysis.atomic import save_figure
 from analysis.markdown import FLAG, Section, interval, num, table
 from analysis.meta import SweepMeta, canon, hidden_axes, value_key
+from analysis.verdict import NOT, SHOWS, Claim, all_show, claim, mean_effect
 
 POS = re.compile(r"^mdqa/pos(?P<i>\d+)$")
 RETAIN, RETAIN_TOL, MID_TARGET = "retain/lm_ce", 0.02, 0.05
-SHOWS, NOT = "shows", "does not show"
 
 
 def positions(runs: pd.DataFrame) -> list[tuple[int, str]]:
@@ -60,51 +57,49 @@ def middle(n: int) -> list[int]:
     return list(range(n // 3, n - n // 3))
 
 
-def ci(boot: np.ndarray, per_seed: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """Union of the bootstrap percentile interval and the t-interval of per-seed values; NaN with < 2 seeds."""
-    per_seed = per_seed[np.isfinite(per_seed)]
-    boot = boot[np.isfinite(boot)]
-    if per_seed.size < 2 or boot.size == 0:
-        return math.nan, math.nan
-    q = (1 - level) / 2
-    lo, hi = np.quantile(boot, [q, 1 - q])
-    m, se = per_seed.mean(), per_seed.std(ddof=1) / math.sqrt(per_seed.size)
-    t = stats.t.ppf(1 - q, per_seed.size - 1)
-    return float(min(lo, m - t * se)), float(max(hi, m + t * se))
+STATS = ("mid_gain", "d_range", "cost", "rel_cost", "d_all")
 
 
-def effect_stats(after: np.ndarray, before: np.ndarray, r_after: np.ndarray, r_before: np.ndarray, *,
-                 n_boot: int = 1000, rng=None) -> dict:
-    """after, before (S, N) accuracy by position per seed; r_after, r_before (S,) retention LM loss -> the
-    statistics of the module docstring with their CIs."""
-    rng = rng if rng is not None else np.random.default_rng(0)
+def per_seed(after: np.ndarray, before: np.ndarray, r_after: np.ndarray, r_before: np.ndarray) -> dict:
+    """after, before (S, N) accuracy by position; r_after, r_before (S,) retention LM loss -> {stat: (S,)}."""
+    mid = middle(after.shape[1])
+    return {"mid_gain": (after[:, mid] - before[:, mid]).mean(1),
+            "d_range": np.ptp(after, 1) - np.ptp(before, 1),
+            "cost": r_after - r_before,
+            "rel_cost": (r_after - r_before) / r_before,
+            "d_all": (after - before).mean(1)}
+
+
+def effect_stats(after: np.ndarray, before: np.ndarray, r_after: np.ndarray, r_before: np.ndarray) -> dict:
+    """The statistics of the module docstring, each with its paired t-interval (`{name}`, `{name}_lo/_hi`)."""
     S, N = after.shape
     mid = middle(N)
-
-    def point(idx):
-        a, b = after[idx].mean(0), before[idx].mean(0)                          # (N,) seed means
-        ra, rb = r_after[idx].mean(), r_before[idx].mean()
-        return (np.mean(a[mid] - b[mid]), np.ptp(a) - np.ptp(b), ra - rb, (ra - rb) / rb, np.mean(a - b))
-
-    est = point(np.arange(S))
-    boot = np.array([point(i) for i in rng.integers(0, S, size=(n_boot, S))]) if S else np.zeros((0, 5))
-    per_seed = [(after[:, mid] - before[:, mid]).mean(1), np.ptp(after, 1) - np.ptp(before, 1),
-                r_after - r_before, (r_after - r_before) / r_before, (after - before).mean(1)]
-    cis = [ci(boot[:, k], per_seed[k]) for k in range(5)]
     out = {"n_seeds": S, "n_pos": N, "mid": f"{mid[0]}–{mid[-1]}" if mid else ""}
-    for k, name in enumerate(("mid_gain", "d_range", "cost", "rel_cost", "d_all")):
-        out |= {name: float(est[k]), f"{name}_lo": cis[k][0], f"{name}_hi": cis[k][1]}
+    for name, values in per_seed(after, before, r_after, r_before).items():
+        e = mean_effect(values)
+        out |= {name: e.estimate, f"{name}_lo": e.lo, f"{name}_hi": e.hi, f"_{name}": e}
     out |= {"range_before": float(np.ptp(before.mean(0))), "range_after": float(np.ptp(after.mean(0))),
             "retain_before": float(r_before.mean()), "retain_after": float(r_after.mean())}
     return out
 
 
+def claims(st: dict, tol: float = RETAIN_TOL) -> dict[str, Claim]:
+    """The three statements of the module docstring as claims against the base before fine-tuning."""
+    base = "the same base before fine-tuning (paired seeds)"
+    flatter = claim("the position curve gets flatter", st["_d_range"], base, below=0)
+    if st["_d_all"].below(0):                          # flattening by falling everywhere is not the effect
+        flatter = Claim(flatter.statement, flatter.effect, base, flatter.rule + " and CI(Δ_all) not below 0", NOT)
+    return {"middle_up": claim("middle positions go up", st["_mid_gain"], base, above=0),
+            "flatter": flatter,
+            "little_forgetting": claim("little forgetting (relative held-out LM loss cost)", st["_rel_cost"],
+                                       base, below=tol)}
+
+
 def verdicts(st: dict, tol: float = RETAIN_TOL) -> dict:
     """'shows' / 'does not show' per statement (a NaN CI never shows)."""
-    v = {"middle_up": SHOWS if st["mid_gain_lo"] > 0 else NOT,
-         "flatter": SHOWS if st["d_range_hi"] < 0 and not st["d_all_hi"] < 0 else NOT,
-         "little_forgetting": SHOWS if st["rel_cost_hi"] < tol else NOT}
-    v["published_effect"] = SHOWS if all(x == SHOWS for x in v.values()) else NOT
+    cl = claims(st, tol)
+    v = {k: c.verdict for k, c in cl.items()}
+    v["published_effect"] = all_show("published effect", list(cl.values()))
     v["mid_target"] = st["mid_gain_lo"] > MID_TARGET
     return v
 
@@ -139,7 +134,8 @@ def plot_positions(curves: list[tuple[str, np.ndarray, np.ndarray]], title: str)
 
 def needles_section(runs: pd.DataFrame, meta: SweepMeta, outdir: Path, *, n_boot: int = 1000, seed: int = 0,
                     figure_name: str = "needles.png") -> Section:
-    """Markdown, records and the figure for one needles fine-tuning sweep (`runs` = that sweep's rows)."""
+    """Markdown, records and the figure for one needles fine-tuning sweep (`runs` = that sweep's rows);
+    n_boot and seed are the report's shared signature (this section's intervals are t-intervals)."""
     pos = positions(runs)
     if not pos:
         return Section(f"{FLAG} needles report skipped: no `mdqa/pos<i>` columns with their `before/` twins.\n")
@@ -154,7 +150,7 @@ def needles_section(runs: pd.DataFrame, meta: SweepMeta, outdir: Path, *, n_boot
     hidden = hidden_axes(ok, cols, set())
     cols += hidden
     num_ = lambda df, c: pd.to_numeric(df[c], errors="coerce").to_numpy(float)    # noqa: E731
-    recs, plotted, acc_rows = [], [], []
+    recs, plotted, acc_rows, claim_recs = [], [], [], []
     for lab, sub in curve_groups(ok, cols):
         a = np.stack([num_(sub, c) for _, c in pos], 1)                           # (S, N)
         b = np.stack([num_(sub, f"before/{c}") for _, c in pos], 1)
@@ -163,11 +159,13 @@ def needles_section(runs: pd.DataFrame, meta: SweepMeta, outdir: Path, *, n_boot
         a, b, ra, rb = a[keep], b[keep], ra[keep], rb[keep]
         if not len(a):
             continue
-        rng = np.random.default_rng([seed, zlib.crc32(lab.encode())])
-        st = effect_stats(a, b, ra, rb, n_boot=n_boot, rng=rng)
+        st = effect_stats(a, b, ra, rb)
+        claim_recs += [c.record(curve=lab) for c in claims(st, tol).values()]
+        verdicts_ = verdicts(st, tol)
         extra = {k: float(np.nanmean(num_(sub, k))) if k in sub.columns else math.nan
                  for k in ("kv/acc", "before/kv/acc", "mdqa/mean", "before/mdqa/mean")}
-        recs.append({"sweep": meta.sweep, "curve": lab, **st, **verdicts(st, tol), **extra, "retain_tol": tol})
+        st = {k: v for k, v in st.items() if not k.startswith("_")}
+        recs.append({"sweep": meta.sweep, "curve": lab, **st, **verdicts_, **extra, "retain_tol": tol})
         plotted.append((lab, a, b))
         for when, m in (("before", b), ("after", a)):
             acc_rows.append({"curve": lab, "when": when, "n": len(m), "mean": float(m.mean()),
@@ -183,7 +181,7 @@ def needles_section(runs: pd.DataFrame, meta: SweepMeta, outdir: Path, *, n_boot
         md += [f"{FLAG} columns not in report.curve_by vary: {', '.join(hidden)}; added to the curve labels.", ""]
     md += [table(acc_rows, [("curve", "curve"), ("when", ""), ("n", "seeds"), ("mean", "mean")]
                  + [(f"p{i}", f"pos {i}") for i, _ in pos]), "", f"![accuracy by gold position]({fig.name})", "",
-           "### Effects against the base (95% CI: seed bootstrap ∪ t-interval)", "",
+           "### Effects against the base (95% CI: paired t over seeds)", "",
            table([{**r, "g": f"{num(r['mid_gain'])} {interval(r['mid_gain_lo'], r['mid_gain_hi'])}",
                    "rng": f"{num(r['range_before'])} → {num(r['range_after'])}",
                    "dr": f"{num(r['d_range'])} {interval(r['d_range_lo'], r['d_range_hi'])}",
@@ -207,4 +205,4 @@ def needles_section(runs: pd.DataFrame, meta: SweepMeta, outdir: Path, *, n_boot
     shows = [r["curve"] for r in recs if r["published_effect"] == SHOWS]
     md += ["", f"The published effect shows for {', '.join(f'`{c}`' for c in shows)}." if shows else
            "The published effect does not show for any curve at this scale.", ""]
-    return Section("\n".join(md) + "\n", [], [fig])
+    return Section("\n".join(md) + "\n", [], [fig], claim_recs)

@@ -51,7 +51,7 @@ def test_effect_stats_recover_known_values():
     S = 5
     before = np.tile(U_CURVE, (S, 1))
     after = before + np.array([0.0, 0.1, 0.3, 0.3, 0.1, 0.0])
-    st = effect_stats(after, before, np.full(S, 1.53), np.full(S, 1.5), n_boot=50)
+    st = effect_stats(after, before, np.full(S, 1.53), np.full(S, 1.5))
     assert st["mid_gain"] == pytest.approx(0.3) and st["d_range"] == pytest.approx(-0.3)
     assert st["cost"] == pytest.approx(0.03) and st["rel_cost"] == pytest.approx(0.02)
     assert st["mid_gain_lo"] == pytest.approx(0.3) and st["mid_gain_hi"] == pytest.approx(0.3)   # no spread
@@ -105,3 +105,12 @@ def test_write_report_dispatches_needles(tmp_path):
     assert "## Sweep `syn_needles` (needles)" in md and "### Does the published effect show?" in md
     assert "| curve |  | seeds | mean | pos 0 |" in md
     assert (tmp_path / "report" / "syn_needles_needles.png").exists()
+
+
+def test_claims_records_both_verdicts(tmp_path):
+    present = section(needles_runs(), tmp_path).claims
+    absent = section(needles_runs(gain=0.0), tmp_path).claims
+    assert {c["verdict"] for c in present} == {"shows"} and len(present) == 9            # 3 curves × 3 claims
+    mid = [c for c in absent if c["statement"] == "middle positions go up"]
+    assert len(mid) == 3 and all(c["verdict"] == "does not show" for c in mid)
+    assert all(c["method"].startswith("Student-t") for c in present + absent)
