@@ -25,7 +25,7 @@ import pandas as pd
 from analysis.meta import canon, label, require, sort_cells
 
 HYPER = ("train.lr", "train.weight_decay")
-EXACT_TOL = 1e-6  # "exact" construction: relative test MSE below this
+EXACT_TOL = 1e-6  # "exact" construction: test/mse_rel (MSE / target variance) below this
 
 
 def theory_rank(runs: pd.DataFrame) -> pd.Series:

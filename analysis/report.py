@@ -26,8 +26,10 @@ from analysis.accuracy_report import accuracy_section
 from analysis.atomic import atomic_write
 from analysis.batch_report import batch_section
 from analysis.capacity_report import capacity_section
+from analysis.dual_modes_report import dual_modes_section
 from analysis.icl_report import icl_section
 from analysis.load import read_runs
+from analysis.lora_report import lora_threshold_section
 from analysis.markdown import FLAG, Section
 from analysis.meta import SweepMeta
 from analysis.needles_report import needles_section
@@ -75,6 +77,8 @@ def sweep_section(runs: pd.DataFrame, outdir: Path, *, n_boot: int, seed: int) -
             sec = rank_section(runs, meta, outdir, figure_name=f"{_slug(name)}_rank_curve.png")
         elif kind == "icl_curve":
             sec = icl_section(runs, meta, outdir, figure_name=f"{_slug(name)}_icl_curve.png", n_boot=n_boot, seed=seed)
+        elif kind == "dual_modes":
+            sec = dual_modes_section(runs, meta, outdir, figure_name=f"{_slug(name)}_dual_modes.png")
         elif kind == "accuracy_table":
             sec = accuracy_section(runs, meta, outdir, figure_name=f"{_slug(name)}_accuracy.png", n_boot=n_boot, seed=seed)
         elif kind == "retrieval":
@@ -83,8 +87,10 @@ def sweep_section(runs: pd.DataFrame, outdir: Path, *, n_boot: int, seed: int) -
             sec = needles_section(runs, meta, outdir, figure_name=f"{_slug(name)}_needles.png", n_boot=n_boot, seed=seed)
         elif kind == "batch_selection":
             sec = batch_section(runs, meta, outdir, figure_name=f"{_slug(name)}_batch_selection.png", n_boot=n_boot, seed=seed)
+        elif kind == "lora_threshold":
+            sec = lora_threshold_section(runs, meta, outdir, figure_name=f"{_slug(name)}_lora_threshold.png")
         else:
-            sec = Section(f"No report for report.kind = {kind!r} (known: capacity, rank_curve, icl_curve); counts only.\n")
+            sec = Section(f"No report for report.kind = {kind!r}; counts only.\n")
     except ValueError as e:
         kind, sec = "error", Section(f"{FLAG} report failed for this sweep: {e}\n")
     head = f"## Sweep `{name}` ({kind or 'no report.kind'})\n\n{status_counts(runs)}.\n"

@@ -12,7 +12,8 @@ if TYPE_CHECKING:
 
 SECTIONS = ("model", "adapter", "task", "train")
 SEARCH_KINDS = ("grid", "capacity", "optuna")
-REPORT_KINDS = ("", "capacity", "rank_curve", "icl_curve", "accuracy_table", "retrieval", "batch_selection", "needles")
+REPORT_KINDS = ("", "capacity", "rank_curve", "icl_curve", "accuracy_table", "retrieval", "batch_selection", "needles",
+                "dual_modes", "lora_threshold")
 
 
 class SpecError(ValueError):

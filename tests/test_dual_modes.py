@@ -15,6 +15,7 @@ from ftcore.tasks.dual_modes import (
     bayes_risk_curve,
     early_ascent_prior,
     early_ascent_task,
+    prior_normalizer,
     regular4_prior,
     sample_prompts,
 )
@@ -148,3 +149,14 @@ def test_prior_validation():
         MixturePrior(torch.zeros(2, 1), torch.zeros(2, 1), sigma_w=0.0)
     with pytest.raises(ValueError, match="mu_centres"):
         MixturePrior(torch.zeros(2, 1), torch.zeros(3, 1))
+
+
+@pytest.mark.parametrize("prior", [regular4_prior(1 / 16), early_ascent_prior(2, 0.75, 1.0, 2.0, 0.05, 0.3, 0.05),
+                                   MixturePrior(torch.tensor([[2.0], [-1.0]]), torch.tensor([[1.0], [0.5]]),
+                                                torch.tensor([0.3, 0.7]), sigma=1.5, tau=1.0, sigma_mu=0.4,
+                                                sigma_w=0.6)])
+def test_prior_normalizer_is_the_mean_square_label(prior):
+    """N_π = E_prior[(wᵀx)²] in closed form equals the Monte-Carlo mean of z² over prompts from the prior."""
+    pr = sample_prompts(_gen(5), 100000, 1, prior)
+    mc = pr.zs.pow(2).mean().item()
+    assert prior_normalizer(prior) == pytest.approx(mc, rel=0.02)

@@ -4,8 +4,12 @@ prefix, the metrics score a Bayes-copying model as the Bayes predictor, the norm
 score 1, config mistakes raise, and a tiny fit lowers the loss."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import pandas as pd
 import pytest
 import torch
+import yaml
 
 import ftcore
 from ftcore.fit import build_pack
@@ -53,11 +57,47 @@ def test_default_prior_rises_then_falls_within_context(seed):
     assert mean[peak] / mean[0] > 1.3 and mean[peak] / mean[-1] > 1.3, mean
 
 
-def test_large_delta_has_no_early_ascent():
-    """δ = 0.5: task learning wins from the first examples (§7c: small δ ascends, large δ learns)."""
-    mean, se = bayes_curve(DualModesConfig(delta=0.5), 4000, seed=3)
-    assert bool((mean[1:] <= mean[0] + 4 * (se[1:] + se[0])).all()), mean
+def shipped_deltas() -> list[float]:
+    spec = yaml.safe_load((Path(__file__).parents[1] / "sweeps" / "dual_modes.yaml").read_text())
+    return [float(d) for d in spec["axes"]["task.delta"]]
+
+
+def test_shipped_axis_has_an_ascent_and_a_control():
+    """The shipped δ axis holds the ascent δ (the default, tested above) and at least one control (tested below)."""
+    ds = shipped_deltas()
+    assert min(ds) == DualModesConfig().delta and len(ds) >= 2, ds
+
+
+@pytest.mark.parametrize("delta", sorted(shipped_deltas())[1:])
+def test_control_deltas_fall_from_the_start(delta):
+    """The shipped controls: task learning wins from the first example (§7c: small δ ascends, large δ
+    learns). On 20000 prompts the first step falls by > 4 paired SE (the per-prompt error is heavy-tailed:
+    SD ≈ 4× the mean), the curve is largest at k = 0 and ends far below its start."""
+    cfg = DualModesConfig(delta=delta)
+    prior, task = build_prior(cfg)
+    p = sample_task_prompts(torch.Generator().manual_seed(3), 20000, cfg.n_points - 1, *task, 1.0, 0.0)
+    xs, zs = torch.cat([p.xs, p.x_query[:, None]], 1), torch.cat([p.zs, p.z_query[:, None]], 1)
+    err = (bayes_prefix_predict(xs, zs, prior)[0] - zs).pow(2) / normalizer(task)      # (P, K)
+    step = err[:, 0] - err[:, 1]                                               # paired: one prompt, two k
+    mean = err.mean(0)
+    assert step.mean() > 4 * step.std() / len(step) ** 0.5, (mean[:3], step.mean())
+    assert int(mean.argmax()) == 0, mean
     assert mean[-1] < 0.2 * mean[0], mean
+
+
+def test_report_roles_from_task_rows():
+    """The chain task -> rows -> report: the shipped δ values get the roles ascent (smallest) and control
+    (the others) from the `nse_ref/bayes` columns the task writes, whatever the model does."""
+    from analysis.dual_modes_report import ASCENT, CONTROL, bayes_role, settings
+    rows = []
+    for delta in shipped_deltas():
+        ms = [member(s, delta=delta, n_eval=16, long_k=0) for s in (0, 1, 2)]
+        task, _ = build_pack(ms, torch.float64)
+        ev = task.evaluate(lambda t: torch.zeros(*t.shape[:-1], 1, dtype=t.dtype))
+        rows += [{"task.delta": delta, **{k: float(v[i]) for k, v in ev.items()}} for i in range(3)]
+    roles = {s.name: bayes_role(s)[0] for s in settings(pd.DataFrame(rows), ["task.delta"])}
+    ds = sorted(shipped_deltas())
+    assert roles.pop(f"task.delta={ds[0]:g}") == ASCENT and set(roles.values()) == {CONTROL}, roles
 
 
 def test_prefix_predictor_is_bayes_predict_on_every_prefix():
@@ -92,6 +132,10 @@ def test_metrics_score_a_bayes_copy_as_bayes(prior):
         torch.testing.assert_close(ev[k.replace("/bayes/", "/model/")], ev[k], rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(ev["gap/bayes/mean"], torch.zeros(2, dtype=torch.float64), atol=1e-20, rtol=0)
     assert not torch.equal(ev["nse/bayes/k03"], ev["nse/least_squares/k03"])
+    for k in range(8):                                                         # on the training prior too
+        torch.testing.assert_close(ev[f"nse_prior/model/k{k:02d}"], ev[f"nse_prior/bayes/k{k:02d}"], rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(ev[f"gap_prior/bayes/k{k:02d}"], torch.zeros(2, dtype=torch.float64), atol=1e-20, rtol=0)
+    assert not torch.equal(ev["nse_prior/bayes/k03"], ev["nse/bayes/k03"])     # other prompts than the task's
 
 
 def test_predicting_zero_scores_one_and_least_squares_interpolates():
@@ -103,6 +147,20 @@ def test_predicting_zero_scores_one_and_least_squares_interpolates():
         assert bool(((ev[f"nse/model/k{k:02d}"] - 1).abs() < 0.1).all()), (k, ev[f"nse/model/k{k:02d}"])
     assert float(ev["nse/least_squares/k03"].max()) < 1e-12
     torch.testing.assert_close(ev["nse/model/k00"], ev["nse/least_squares/k00"])        # LS predicts 0 at k = 0
+
+
+def test_on_prior_columns_zero_predictor_and_orthogonality():
+    """Predicting 0 on prompts from the training prior scores nse_prior ≈ 1 (N_π = E_prior[(wᵀx)²]), and for
+    any predictor nse_prior/model = nse_prior/bayes + gap_prior/bayes up to MC noise (the Bayes predictor is
+    the posterior mean under the prior: the cross term has mean 0), so the gap is the model's excess risk."""
+    ms = [member(s, n_points=9, n_eval=6000, long_k=0) for s in (0, 1)]
+    task, _ = build_pack(ms, torch.float64)
+    ev = task.evaluate(lambda t: torch.zeros(*t.shape[:-1], 1, dtype=t.dtype))
+    for k in (0, 4, 8):
+        m, b, g = (ev[f"{p}/k{k:02d}"] for p in ("nse_prior/model", "nse_prior/bayes", "gap_prior/bayes"))
+        assert bool(((m - 1).abs() < 0.1).all()), (k, m)
+        assert bool(((m - b - g).abs() < 0.05).all()), (k, m, b, g)
+        assert bool((b < 0.8).all()), (k, b)                                  # Bayes learns from the prior
 
 
 def test_long_bayes_curve_agrees_with_in_context_curve():

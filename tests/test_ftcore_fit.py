@@ -97,7 +97,8 @@ def test_report_is_called_with_active_counts():
 def test_zero_steps_evaluates_the_base():
     (r,) = ftcore.fit([teacher(2, seed=0, steps=0)])
     assert r.status == "ok" and r.steps == 0 and len(r.curve) == 1
-    assert r.metrics["test/mse_rel"] == pytest.approx(1.0)
+    assert r.metrics["test/mse"] == pytest.approx(r.metrics["test/mse_base"])       # the unadapted model
+    assert r.metrics["test/mse_rel"] == pytest.approx(r.metrics["test/mse"] / r.metrics["test/target_var"])
 
 
 def test_construction_exact_above_threshold():

@@ -248,12 +248,16 @@ def test_lora_teacher_relative_and_base_mse():
         ev = task.evaluate(model)
     torch.testing.assert_close(ev["test/mse_base"], base_mse)
     torch.testing.assert_close(ev["test/mse"], base_mse)                       # adapter at init == base
-    torch.testing.assert_close(ev["test/mse_rel"], ev["test/mse"] / ev["test/mse_base"])
-    torch.testing.assert_close(ev["test/mse_rel"], torch.ones(3))
+    target_var = task.y_test.var(1, unbiased=False).mean(1)                    # the MSE of predicting the mean
+    torch.testing.assert_close(ev["test/target_var"], target_var)
+    torch.testing.assert_close(ev["test/mse_rel"], ev["test/mse"] / target_var)
     zero = task.evaluate(lambda x: torch.zeros_like(x))                        # any model: mse against the target
     torch.testing.assert_close(zero["test/mse"], task.y_test.pow(2).mean((1, 2)))
     torch.testing.assert_close(zero["val/mse"], task.y_val.pow(2).mean((1, 2)))
-    torch.testing.assert_close(zero["test/mse_rel"], zero["test/mse"] / base_mse)
+    torch.testing.assert_close(zero["test/mse_rel"], zero["test/mse"] / target_var)
+    mean = task.evaluate(lambda x: task.y_test.mean(1, keepdim=True).expand_as(x) if x.shape == task.x_test.shape
+                         else torch.zeros_like(x))
+    torch.testing.assert_close(mean["test/mse_rel"], torch.ones(3))            # predicting the mean: 1
     torch.testing.assert_close(zero["test/mse_base"], base_mse)                # mse_base never moves
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "bayes_risk_curve",
     "early_ascent_prior",
     "early_ascent_task",
+    "prior_normalizer",
     "regular4_prior",
     "regular4_task",
     "sample_prompts",
@@ -191,6 +192,22 @@ def bayes_prefix_predict(xs: torch.Tensor, ys: torch.Tensor,
                                          prior)                                # (P·K, M), (P·K, M, d)
     pred = (post * torch.einsum("nmd,nd->nm", w_post, xs.reshape(-1, d))).sum(-1)
     return pred.reshape(p, K), post.reshape(p, K, -1)
+
+
+def prior_normalizer(prior: MixturePrior) -> float:
+    """N_π = E[(wᵀx)²] over the prior (exact): given β, μ and w are independent, x ~ N(μ, σ²I), so
+
+        E[(wᵀx)² | β] = σ² E‖w‖² + tr(E[wwᵀ] E[μμᵀ]),  E[wwᵀ] = w_βw_βᵀ + σ_w²I,  E[μμᵀ] = μ_βμ_βᵀ + σ_μ²I,
+
+    averaged over β ~ π. Predicting 0 on prompts from the prior scores nse 1 with this N (the Garg
+    convention, used for the on-prior curves `nse_prior/*` of `dual_modes_task`)."""
+    eye = torch.eye(prior.d, dtype=torch.float64)
+    total = 0.0
+    for pi, mu, w in zip(prior.weights, prior.mu_centres, prior.w_centres):
+        eww = torch.outer(w, w) + prior.sigma_w ** 2 * eye                    # (d, d)
+        emm = torch.outer(mu, mu) + prior.sigma_mu ** 2 * eye                 # (d, d)
+        total += float(pi) * (prior.sigma ** 2 * float(torch.trace(eww)) + float(torch.trace(eww @ emm)))
+    return total
 
 
 def bayes_risk_curve(gen: torch.Generator, prior: MixturePrior, ks: list[int], n_prompts: int,

@@ -70,7 +70,7 @@ from typing import Optional, Sequence
 
 import torch
 
-__all__ = ["group_layers", "threshold_rank", "construct", "C_SCALE"]
+__all__ = ["group_layers", "threshold_rank", "construct", "eckart_young_tail", "C_SCALE"]
 
 #: multiplier on the calibration maximum |pre-activation| used for the ReLU-linearising biases.
 C_SCALE = 100.0
@@ -108,6 +108,37 @@ def threshold_rank(D: int, L: int, L_bar: int) -> int:
     if L % L_bar == 0:
         return -(-D * L_bar // L)
     return -(-D // (L // L_bar))
+
+
+def eckart_young_tail(W: Sequence[torch.Tensor], W_tgt: Sequence[torch.Tensor], k) -> torch.Tensor:
+    """The linear case's below-threshold bound (Zeng & Lee 2024, linear-network theorem): per member,
+
+        tail_k = Σ_{i > k} σ_i(Ē)² / D,     Ē = W̄_1 ⋯ W̄_L̄ − W_1 ⋯ W_L  (x @ W orientation),
+
+    with k = (number of adapted layers) · R.  For identity activations the adapted product is
+    W_1⋯W_L + (a matrix of rank <= L·R) (telescoping: each term holds one rank-R factor), so by Eckart–Young
+    no rank-R LoRA gets below tail_k, and the SVD construction (L̄ = 1) attains it.  The normalisation is the
+    paper's test loss, `nn.MSELoss` on x ~ N(0, I_D): E‖x Ē'‖² / D = ‖Ē'‖_F² / D for the residual Ē'.
+    Biases only add a non-negative term, so tail_k stays a lower bound with them.
+
+    Args: W: L frozen weights (E, D, D); W_tgt: L̄ target weights (E, D, D); k: int or (E,) ints.
+    Returns: (E,) float64.
+    """
+    P = _product([_f64(w) for w in W])
+    P_tgt = _product([_f64(w) for w in W_tgt])
+    s2 = torch.linalg.svdvals(P_tgt - P).pow(2)                               # (E, D), descending
+    E, D = s2.shape
+    k = torch.as_tensor(k, device=s2.device).reshape(-1).expand(E)
+    keep = torch.arange(D, device=s2.device)[None, :] >= k[:, None]          # (E, D): directions beyond k
+    return (s2 * keep).sum(1) / D
+
+
+def _product(ws: list) -> torch.Tensor:
+    """W_1 @ W_2 @ ... (E, D, D)."""
+    out = ws[0]
+    for w in ws[1:]:
+        out = out @ w
+    return out
 
 
 def _f64(t) -> torch.Tensor:

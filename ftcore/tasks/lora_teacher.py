@@ -6,8 +6,18 @@ below initial/`pretrain_level`, the code's `pretrained_level = 3`) is adapted wi
 target FNN f̄ of depth L̄ (`task.target_depth`, same width and init). Inputs x ~ N(0, I_D), a fresh batch
 every step (infinite data). Metrics on fixed held-out sets drawn from the member's own generator:
 `val/mse` (n_val inputs, for hyper-parameter selection), `test/mse` (n_test = 5000 inputs, `nn.MSELoss`,
-i.e. averaged over the D outputs), `test/mse_base` (the unadapted frozen model: rank 0, nothing tuned)
-and `test/mse_rel = test/mse / test/mse_base`.
+i.e. averaged over the D outputs — the number the paper reports), `test/mse_base` (the unadapted frozen
+model: rank 0, nothing tuned), `test/target_var` (the target's output variance over the test inputs, averaged
+over the D outputs = the test MSE of the best constant predictor, the target's mean) and
+
+    test/mse_rel = test/mse / test/target_var      (fraction of the target's variance left unexplained).
+
+The paper reports raw MSE, whose scale is the target's output variance (small with a ReLU after the output);
+dividing by it makes a tolerance ε mean the same for every (D, L, L̄) and for random and pretrained frozen
+models (the unadapted model's error, the old denominator, moves with pretraining). For identity activations
+the task also writes the linear case's Eckart–Young bound `test/ey_tail` = Σ_{i > L·R} σ_i(Ē)²/D of the needed
+update Ē = ∏W̄ − ∏W (`lora_construction.eckart_young_tail`, the paper's normalisation) and `test/ey_tail_rel`
+= test/ey_tail / test/target_var: no rank-R LoRA has a lower expected test MSE.
 
 Theory [paper]: exact representation iff R ≥ ⌈D·L̄/L⌉ (L̄ | L; otherwise the frozen layers are grouped
 ⌊L/L̄⌋ per group, the last taking the rest, and the threshold is ⌈D/⌊L/L̄⌋⌉). `train.method: construction`
@@ -106,6 +116,7 @@ class LoraTeacher(Task):
     def _label_held_out(self) -> None:
         """Targets and the unadapted error on the held-out sets, in the task's current dtype."""
         self.y_val, self.y_test = self.target(self.x_val), self.target(self.x_test)
+        self.target_var = self.y_test.var(1, unbiased=False).mean(1)                                # (E,)
         if hasattr(self, "base"):
             self.base_mse = (self.base(self.x_test) - self.y_test).pow(2).mean((1, 2))                # (E,)
 
@@ -142,8 +153,20 @@ class LoraTeacher(Task):
     @torch.no_grad()
     def evaluate(self, model):
         test = (model(self.x_test) - self.y_test).pow(2).mean((1, 2))
-        return {"val/mse": (model(self.x_val) - self.y_val).pow(2).mean((1, 2)), "test/mse": test,
-                "test/mse_base": self.base_mse, "test/mse_rel": test / self.base_mse}
+        out = {"val/mse": (model(self.x_val) - self.y_val).pow(2).mean((1, 2)), "test/mse": test,
+               "test/mse_base": self.base_mse, "test/target_var": self.target_var,
+               "test/mse_rel": test / self.target_var}
+        if self.model_cfg.activation == "identity" and hasattr(model, "ranks"):
+            tail = self.eckart_young_tail(model)
+            out.update({"test/ey_tail": tail, "test/ey_tail_rel": tail / self.target_var})
+        return out
+
+    def eckart_young_tail(self, model) -> torch.Tensor:
+        """(E,) the bound Σ_{i > n·R} σ_i(∏W̄ − ∏W)²/D, n = the number of adapted layers (identity activation)."""
+        n = len(getattr(model, "layers", None) or range(self.base.depth))
+        k = torch.tensor([n * r for r in model.ranks])
+        tail = lora_construction.eckart_young_tail(list(self.base.weights), list(self.target.weights), k)
+        return tail.to(self.dtype).to(self.target_var.device)
 
     @torch.no_grad()
     def construct(self, model) -> None:
