@@ -7,7 +7,8 @@ supports selection sets `selects_batches = True` and provides
 * `selection_sizes(cfg) -> (N, B)` (static: used by the config checks before any tensor exists),
 * `pair_logits(model) -> (E, N, N)`: the current logits z_ij of every pair (no grad),
 * `batch_of(idx (E, M, B)) -> (x, y, w)`: the training batch for those sample ids, w (E, M) weighting
-  the M batches' losses (the task's `loss` averages L_S over them).
+  the M batches' losses (the task's `loss` averages L_S over them),
+* `cost`: a `CostMeter` (ftcore.batching.cost) the batcher charges with each step's pair-forwards.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch
 
 from ftcore.batching import full, osgd, partition, spectral  # noqa: F401  (registers strategies)
 from ftcore.batching.base import MAX_BATCHES, Strategy, symmetric_infonce  # noqa: F401
+from ftcore.batching.cost import CostMeter, distinct_pairs  # noqa: F401
 from ftcore.registry import BATCHINGS
 from ftcore.seeding import generators
 
@@ -38,7 +40,8 @@ def check_selection(task_cls, task_cfg, train_cfg) -> None:
 
 def make_batcher(task, members):
     """fit()'s hook: None for `batch_selection: task`, else `batcher(model, step) -> (x, y, w)`, the batch
-    the pack's strategy selects at `step` (strategies that look at the model get its current logits)."""
+    the pack's strategy selects at `step` (strategies that look at the model get its current logits).
+    Each step charges `task.cost`: the batches' distinct pairs, N per logits call, the batch losses scored."""
     c0 = members[0]
     if c0.train.batch_selection == TASK_DEFAULT:
         return None
@@ -46,8 +49,16 @@ def make_batcher(task, members):
     strategy = build_strategy(c0.train.batch_selection, n, b, c0.train.selection_k, [m.seed for m in members])
 
     def batcher(model, step: int):
+        calls = []
+
+        def logits():
+            calls.append(1)
+            return task.pair_logits(model)                                        # (E, N, N): all N pairs embedded
+
+        scored = strategy.scored
         with torch.no_grad():
-            idx = strategy.select(step, lambda: task.pair_logits(model))         # (E, M, B)
+            idx = strategy.select(step, logits)                                   # (E, M, B)
+        task.cost.charge(distinct_pairs(idx) + n * len(calls), strategy.scored - scored)
         return task.batch_of(idx)
 
     return batcher

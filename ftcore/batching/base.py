@@ -62,6 +62,7 @@ class Strategy:
 
     def __init__(self, n: int, b: int, k: int, gens: list[torch.Generator]):
         self.n, self.b, self.k, self.gens, self.E = n, b, k, gens, len(gens)
+        self.scored = 0                                 # candidate-batch losses evaluated so far (cost.py)
         self._epoch, self._partition = -1, None        # (E, N/B, B) of the current epoch
 
     @classmethod

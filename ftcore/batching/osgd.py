@@ -37,4 +37,5 @@ class Osgd(Strategy):
         combos = self.combos.to(z.device).expand(z.shape[0], *self.combos.shape)  # (E, C, B)
         losses = symmetric_infonce(batch_logits(z, combos))                       # (E, C)
         best = losses.argmax(-1)                                                  # (E,)
+        self.scored += self.combos.shape[0]
         return self.combos[best.cpu()].unsqueeze(1)                               # (E, 1, B)

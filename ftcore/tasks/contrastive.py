@@ -20,7 +20,8 @@ matching (always near the optimum), a lower bound of the best matching's distanc
 
 Batches: `batch(step)` / `batch_of(idx)` give x (E, M, B, N) one-hot codes of M batches of B ids, y (E, M, B)
 the ids (float; the positive of row b is column b, so the loss does not read y), w (E, M) = 1/M.
-Metrics: `full/loss` L_[N]; when an optimum is known `opt/gap` = L_[N] − L*, `opt/dist`, `opt/optimum` = L*.
+Metrics: `full/loss` L_[N]; when an optimum is known `opt/gap` = L_[N] − L*, `opt/dist`, `opt/optimum` = L*;
+`cost/forwards`, `cost/batch_losses`: the compute spent so far (ftcore.batching.cost).
 """
 from __future__ import annotations
 
@@ -103,7 +104,7 @@ class Contrastive(SelectionTask):
         return x, idx.to(self.dtype), w
 
     def batch(self, step):
-        return self.batch_of(self.own.select(step, None))
+        return self.own_batch(step)
 
     def loss(self, pred, y, w):
         """pred (E, M, B, 2, d) unit pairs -> Σ_m w_m L_{S_m}  (E,)."""
@@ -121,7 +122,7 @@ class Contrastive(SelectionTask):
     def evaluate(self, model):
         z = self.pair_logits(model)                                               # (E, N, N)
         loss = symmetric_infonce(z)                                               # (E,)
-        out = {"full/loss": loss}
+        out = {"full/loss": loss, **self.cost_metrics(loss)}
         if self.opt is not None:
             kind, z_star, l_star = self.opt
             out["opt/gap"] = loss - l_star

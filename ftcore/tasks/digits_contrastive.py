@@ -19,6 +19,8 @@ Metrics (fixed evaluation augmentations, stream "eval"):
                     embedding (cosine) is its own image
     test/knn_acc    1-NN digit classification: a clean held-out embedding's nearest clean training
                     embedding has its label
+    cost/forwards   pairs embedded so far, training and selection (ftcore.batching.cost; a pair = 2 views)
+    cost/batch_losses  candidate-batch losses scored by the selection so far
 """
 from __future__ import annotations
 
@@ -137,7 +139,7 @@ class DigitsContrastive(SelectionTask):
         return x, y.to(self.device, self.dtype), w.to(self.device, self.dtype)
 
     def batch(self, step):
-        return self.batch_of(self.own.select(step, None))
+        return self.own_batch(step)
 
     def loss(self, pred, y, w):
         """pred (E, R, d) embeddings of the views -> Σ_m w_m L_{S_m} (E,), M and B read from y's layout."""
@@ -167,4 +169,5 @@ class DigitsContrastive(SelectionTask):
         retrieval = ((queries @ keys.transpose(1, 2)).argmax(-1) == own).float().mean(-1)
         nearest = (keys @ self._embed(model, self.train).transpose(1, 2)).argmax(-1)   # (E, T)
         knn = (torch.gather(self.train_y, 1, nearest) == self.test_y).float().mean(-1)
-        return {"full/loss": loss, "test/retrieval": retrieval.to(loss), "test/knn_acc": knn.to(loss)}
+        return {"full/loss": loss, "test/retrieval": retrieval.to(loss), "test/knn_acc": knn.to(loss),
+                **self.cost_metrics(loss)}
