@@ -4,7 +4,7 @@ Figures are built on `matplotlib.figure.Figure` directly (Agg rendering on save)
 pyplot, so importing `analysis` changes no global backend and works headless.
 
 Capacity plot: per curve, m* vs x with the bootstrap interval as error bars; the fit
-m* = exp(intercept) x^b as a solid line; the theory slope t as a dashed line through the curve's
+m* = exp(intercept) x^b as a solid line (the upper-half fit dotted); the theory slope t as a dashed line through the curve's
 geometric-mean point (x_g, m_g) = (exp mean log x, exp mean log m*), i.e. m = m_g (x / x_g)^t, since
 only the slope is a prediction (gradient-trained constants differ from constructive ones); censored
 cells as open up-triangles at the largest probed value (m* > that value).
@@ -41,38 +41,49 @@ def plot_capacity(thresholds: pd.DataFrame, fits: list[dict], *, x_label: str, y
     """Minimal capacity vs x, one panel per `panel`, one series per `curve`.
 
     thresholds: output of `analysis.thresholds.capacity_thresholds`.
-    fits: records with keys panel, group (= curve label), exponent, ci_low, ci_high, intercept, theory.
+    fits: records with keys panel, group (= curve label), exponent, ci_low, ci_high, intercept, theory and
+    optionally range ("all" or "upper", with x_min/x_max): the whole-range fit is solid, the upper-range fit
+    dotted over its x values. A curve whose label names `train.method=construction` (an optimizer-free
+    reference) is drawn with squares. Left-censored cells (m* <= smallest probe) as open down-triangles.
     """
     panels = list(dict.fromkeys(thresholds["panel"])) or [""]
-    fig, axes = panel_grid(len(panels))
-    fit_of = {(f.get("panel", ""), f["group"]): f for f in fits}
+    fig, axes = panel_grid(len(panels), width=6.2)
+    fit_of = {(f.get("panel", ""), f["group"], f.get("range", "all")): f for f in fits}
     colors = [f"C{i}" for i in range(10)]
     for ax, panel in zip(axes, panels):
         sub = thresholds[thresholds["panel"] == panel]
-        censored_labelled = False
+        labelled = set()
         for i, (curve, c) in enumerate(sub.groupby("curve", sort=False)):
             color = colors[i % len(colors)]
             pts = c[~c["censored"]]
-            fit = fit_of.get((panel, curve), {})
+            fit = fit_of.get((panel, curve, "all"), {})
+            up = fit_of.get((panel, curve, "upper"), {})
             b, lo, hi, theory = (fit.get(k) for k in ("exponent", "ci_low", "ci_high", "theory"))
             name = curve or "all"
             if b is not None and np.isfinite(b):
                 name += f": b = {_fmt(b)} [{_fmt(lo)}, {_fmt(hi)}]"
+            if up.get("exponent") is not None and np.isfinite(up["exponent"]):
+                name += f", upper {_fmt(up['exponent'])} [{_fmt(up['ci_low'])}, {_fmt(up['ci_high'])}]"
             if theory is not None:
                 name += f" (theory {theory:g})"
             yerr = np.vstack([(pts["threshold"] - pts["ci_low"]).to_numpy(float),
                               (pts["ci_high"] - pts["threshold"]).to_numpy(float)])
             yerr = np.clip(np.nan_to_num(yerr, nan=0.0), 0, None)
-            ax.errorbar(pts["x"], pts["threshold"], yerr=yerr, fmt="o", color=color, capsize=3, label=name)
-            cen = c[c["censored"]]
-            if len(cen):
-                ax.scatter(cen["x"], cen["max_probe"], marker="^", facecolors="none", edgecolors=color, s=60,
-                           label=None if censored_labelled else "censored (m* > largest probe)")
-                censored_labelled = True
+            marker = "s" if "construction" in str(curve) else "o"
+            ax.errorbar(pts["x"], pts["threshold"], yerr=yerr, fmt=marker, color=color, capsize=3, label=name)
+            for kind, cells, y, m in (("censored (m* > largest probe)", c[c["censored"]], "max_probe", "^"),
+                                      ("m* <= smallest probe", c[_left(c)], "min_probe", "v")):
+                if len(cells):
+                    ax.scatter(cells["x"], cells[y], marker=m, facecolors="none", edgecolors=color, s=60,
+                               label=None if kind in labelled else kind)
+                    labelled.add(kind)
             if len(pts) >= 1:
-                xs = np.geomspace(pts["x"].min(), pts["x"].max(), 50) if len(pts) > 1 else pts["x"].to_numpy(float)
+                xs = np.geomspace(c["x"].min(), c["x"].max(), 50) if c["x"].nunique() > 1 else c["x"].to_numpy(float)
                 if b is not None and np.isfinite(b):
                     ax.plot(xs, math.exp(fit["intercept"]) * xs ** b, "-", color=color, lw=1.5)
+                if up.get("exponent") is not None and np.isfinite(up["exponent"]) and up.get("x_min"):
+                    xu = np.geomspace(up["x_min"], up["x_max"], 20)
+                    ax.plot(xu, math.exp(up["intercept"]) * xu ** up["exponent"], ":", color=color, lw=2.2)
                 if theory is not None:
                     xg = math.exp(np.log(pts["x"].to_numpy(float)).mean())
                     mg = math.exp(np.log(pts["threshold"].to_numpy(float)).mean())
@@ -85,9 +96,16 @@ def plot_capacity(thresholds: pd.DataFrame, fits: list[dict], *, x_label: str, y
         ax.set_title(" ".join(filter(None, [title, panel])), fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8, title="fit (solid), theory slope (dashed)", title_fontsize=8,
-                      loc="upper center", bbox_to_anchor=(0.5, -0.14))  # below the axes: never over points
+            ax.legend(fontsize=7, title="fit: all (solid), upper half (dotted); theory slope (dashed)",
+                      title_fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14))  # below the axes
     return fig
+
+
+def _left(c: pd.DataFrame) -> pd.Series:
+    """Left-censored cells (the smallest probe > 1 already passes); False where the columns are absent."""
+    if "lower_censored" not in c or "min_probe" not in c:
+        return pd.Series(False, index=c.index)
+    return c["lower_censored"].astype(bool) & ~c["censored"].astype(bool) & (c["min_probe"] > 1)
 
 
 def _plain_log_ticks(ax, xs: list) -> None:

@@ -122,3 +122,13 @@ def capacity_thresholds(runs: pd.DataFrame, *, param: str, success: str, quorum:
         return table, np.empty((0, n_boot))
     order = sort_cells(table, [*panel_by, *curve_by, "x"])
     return table.iloc[order].reset_index(drop=True), np.vstack(reps)[order]
+
+
+def censoring(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Per threshold row, the value a censored fit uses and its censoring code (`analysis.powerlaw`):
+    exact m* (0); right-censored m* > max_probe (+1); left-censored m* <= min_probe (−1) when the smallest
+    probe already passes and is > 1 (m* <= 1 is exact for an integer capacity)."""
+    right = table["censored"].to_numpy(bool)
+    left = ~right & table["lower_censored"].to_numpy(bool) & (table["min_probe"].to_numpy(float) > 1)
+    y = np.where(right, table["max_probe"].to_numpy(float), table["threshold"].to_numpy(float))
+    return y, np.where(right, 1, np.where(left, -1, 0))

@@ -86,3 +86,66 @@ def test_degenerate_inputs_give_nan_and_reason(x, y, why):
 def test_replicates_shape_is_checked():
     with pytest.raises(ValueError, match="replicates"):
         fit_powerlaw(X, X, replicates=np.ones((3, 10)))
+
+
+# -- fit_censored_powerlaw: the capacity reports' fit (Tobit, censored points as bounds, one Wald t-interval) ----
+
+from analysis.powerlaw import fit_censored_powerlaw, upper_half  # noqa: E402
+
+
+def test_censored_fit_without_censoring_is_ols_with_its_t_interval():
+    rng = np.random.default_rng(5)
+    y = 2.0 * X * np.exp(0.1 * rng.standard_normal(X.size))
+    a, b = fit_censored_powerlaw(X, y), fit_powerlaw(X, y)
+    assert a.exponent == pytest.approx(b.exponent, abs=1e-12) and a.intercept == pytest.approx(b.intercept, abs=1e-12)
+    assert (a.ci_low, a.ci_high) == pytest.approx(b.t_ci, abs=1e-12) and "Tobit" in a.method
+    exact = fit_censored_powerlaw(X, 3.0 * X ** 0.5)
+    assert exact.exponent == pytest.approx(0.5, abs=1e-12) and exact.ci_high - exact.ci_low < 1e-9
+
+
+@pytest.mark.parametrize("b", [1.0, 0.5])
+def test_censored_points_kept_as_bounds_recover_the_exponent(b):
+    """y = 2 x^b exp(0.3 eps) over 8 sizes, every y above a cap C recorded as 'y > C' (the search range's top).
+    Dropping those points biases the slope low (the kept top points are the low draws); the Tobit fit,
+    keeping them as bounds, recovers b and its interval covers b in >= 85% of 60 data sets."""
+    x = 2.0 ** np.arange(3, 11)
+    rng = np.random.default_rng(11)
+    cap = 2.0 * x[3] ** b                             # about half of the points end up censored
+    tobit, dropped, hits = [], [], []
+    for _ in range(60):
+        y = 2.0 * x ** b * np.exp(0.3 * rng.standard_normal(x.size))
+        cen = (y > cap).astype(int)
+        fit = fit_censored_powerlaw(x, np.where(cen > 0, cap, y), cen)
+        assert fit.ok and fit.n_points == 8
+        tobit.append(fit.exponent)
+        hits.append(fit.contains(b))
+        dropped.append(fit_powerlaw(x[cen == 0], y[cen == 0]).exponent)
+    assert abs(np.mean(tobit) - b) < 0.04, np.mean(tobit)
+    assert np.nanmean(dropped) < b - 0.06, np.nanmean(dropped)   # (NaN: < 3 points left after dropping)
+    assert np.mean(hits) >= 0.85, np.mean(hits)
+
+
+def test_left_censored_bound_and_degenerate_censoring():
+    x = np.array([4, 8, 16, 32, 64.0])
+    y = 2.0 * x                                       # the smallest cell: m* <= 8 only (the first probe passed)
+    fit = fit_censored_powerlaw(x, np.r_[8.0, y[1:]], [-1, 0, 0, 0, 0])
+    assert fit.exponent == pytest.approx(1.0, abs=0.02) and fit.n_points == 5
+    lo = fit_censored_powerlaw(x, np.r_[30.0, y[1:]], [-1, 0, 0, 0, 0])   # a loose bound: no pull on the slope
+    assert lo.exponent == pytest.approx(1.0, abs=0.02)
+    assert "2 distinct" in fit_censored_powerlaw(x, y, [0, 1, 1, 1, 1]).reason
+    assert ">= 3" in fit_censored_powerlaw(x[:2], y[:2]).reason
+    with pytest.raises(ValueError, match="censored"):
+        fit_censored_powerlaw(x, y, [0, 1])
+
+
+def test_curvature_whole_range_vs_upper_half():
+    """A broken power law (slope 0.5 below N = 64, 1 above): the whole range mixes the two, the upper
+    half of the x values recovers 1 with an interval that excludes the whole-range estimate."""
+    x = np.array([16, 24, 32, 48, 64, 96, 128, 192, 256.0])
+    y = np.where(x < 64, 8.0 * np.sqrt(x), x) * np.exp(0.02 * np.random.default_rng(0).standard_normal(x.size))
+    up = upper_half(x)
+    assert x[up].tolist() == [64, 96, 128, 192, 256]
+    whole, upper = fit_censored_powerlaw(x, y), fit_censored_powerlaw(x[up], y[up])
+    assert upper.exponent == pytest.approx(1.0, abs=0.05) and whole.exponent < 0.9
+    assert not upper.contains(whole.exponent) and not whole.contains(upper.exponent)
+    assert upper_half([1, 2, 3, 4]).tolist() == [False, False, True, True]

@@ -10,7 +10,7 @@ from analysis import write_report
 from analysis.synthetic import capacity_runs, curves_for, rank_runs, write_parts
 
 FIT_KEYS = {"sweep", "panel", "group", "x", "y", "exponent", "ci_low", "ci_high", "n_points", "theory",
-            "consistent_with_theory", "intercept", "r2", "method", "n_censored", "reason"}
+            "consistent_with_theory", "intercept", "r2", "method", "n_censored", "reason", "range", "x_min", "x_max"}
 
 
 def flags(md: str) -> list[str]:
@@ -36,15 +36,23 @@ def test_fits_json(good):
     d, md_path = good
     assert md_path == d / "report" / "report.md"
     fits = json.loads((d / "report" / "fits.json").read_text(), parse_constant=pytest.fail)  # no NaN tokens
-    assert [f["group"] for f in fits] == ["adapter.depth=2", "adapter.depth=3"]
-    for f, b in zip(fits, (1.0, 0.5)):
+    assert [(f["group"], f["range"]) for f in fits] == [("adapter.depth=2", "all"), ("adapter.depth=2", "upper"),
+                                                        ("adapter.depth=3", "all"), ("adapter.depth=3", "upper")]
+    for f, b in zip(fits, (1.0, 1.0, 0.5, 0.5)):
         assert set(f) == FIT_KEYS
         assert (f["sweep"], f["panel"], f["x"], f["y"]) == ("syn_capacity", "", "task.n", "adapter.width")
         assert f["theory"] == b and f["consistent_with_theory"] is True
         assert f["ci_low"] <= b <= f["ci_high"] and f["ci_low"] <= f["exponent"] <= f["ci_high"]
-        assert abs(f["exponent"] - b) < 0.2 and f["ci_high"] - f["ci_low"] < 0.6
-        assert f["n_points"] == 5 and f["n_censored"] == 0 and f["reason"] is None
-        assert f["r2"] > 0.9 and "bootstrap" in f["method"] and isinstance(f["intercept"], float)
+        assert f["n_censored"] == 0 and f["reason"] is None and "Tobit" in f["method"]
+        assert isinstance(f["intercept"], float)
+        if f["range"] == "all":
+            assert abs(f["exponent"] - b) < 0.2 and f["ci_high"] - f["ci_low"] < 0.6
+            assert f["n_points"] == 5 and f["r2"] > 0.9 and (f["x_min"], f["x_max"]) == (8, 128)
+        else:                                  # the upper half of N = 8..128: 32, 64, 128
+            assert f["n_points"] == 3 and (f["x_min"], f["x_max"]) == (32, 128)
+    claims = json.loads((d / "report" / "claims.json").read_text())
+    cap = [c for c in claims if c["sweep"] == "syn_capacity"]
+    assert [(c["curve"], c["range"]) for c in cap] == [("adapter.depth=2", "upper"), ("adapter.depth=3", "upper")]
 
 
 def test_report_markdown(good):
@@ -66,7 +74,8 @@ def test_report_markdown(good):
     cap = runs[runs["sweep"] == "syn_capacity"]
     used, full = len(cap), 1024 * cap.groupby("group").seed.nunique().sum()
     assert f"Training runs: {used} by the capacity search vs {full} for a full grid" in md
-    assert md.count("| adapter.depth=2 | ") == 5 + 1  # 5 threshold rows + 1 exponent row
+    assert md.count("| adapter.depth=2 | ") == 5 + 2  # 5 threshold rows + 2 exponent rows (all, upper)
+    assert "### Verdicts" in md and "Tobit" in md and "union" not in md  # one interval method, stated
     assert "do not overlap: the exponents differ" in md
     # rank section: theory rank and the construction's exact rank agree, no flags anywhere
     assert "| task.pretrained=false | 8 | 8 |" in md and "| task.pretrained=true | 8 | 8 |" in md
@@ -96,16 +105,18 @@ def test_flags(tmp_path):
     rank.loc[(rank["train.method"] == "construction") & (rank["adapter.rank"] == 8), "test/mse_rel"] = 1e-3
     md = write_report(make_dir(tmp_path, cap, rank), n_boot=100).read_text()
     fl = "\n".join(flags(md))
-    assert "`adapter.depth=2`: exponent 1 [1, 1] excludes the theory slope 2" in fl
-    assert "`adapter.depth=3`: exponent 1 [1, 1] excludes the theory slope 0.5" in fl
+    assert "`adapter.depth=2` (all range): exponent 1 [0.997, 1] excludes the theory slope 2" in fl
+    assert "`adapter.depth=3` (all range): exponent 1 [1, 1] excludes the theory slope 0.5" in fl
     assert "censored: `adapter.depth=2` at task.n = 128: no probed adapter.width up to 128" in fl
+    assert "kept in the fit as the bound m* > 128" in fl
     assert "non-monotone: `adapter.depth=2` at task.n = 8: a larger value fails the quorum after a smaller one passes (1:0/3 2:0/3 4:0/3 8:0/3 10:0/3 11:0/3 12:3/3 16:0/3)" in fl
     assert "overlap although theory predicts 2 vs 0.5" in fl
     assert "the construction is exact from rank 9, theory says 8" in fl
-    assert len(flags(md)) == 7  # 2 theory + 1 censored + 1 non-monotone + 1 overlap + 2 rank panels
+    assert len(flags(md)) == 9  # 4 theory (2 curves × 2 ranges) + 1 censored + 1 non-monotone + 1 overlap + 2 rank panels
     fits = json.loads((tmp_path / "report" / "fits.json").read_text())
-    assert [f["consistent_with_theory"] for f in fits] == [False, False]
-    assert fits[0]["n_points"] == 4 and fits[0]["n_censored"] == 1
+    assert [f["consistent_with_theory"] for f in fits] == [False, False, False, False]
+    assert fits[0]["n_points"] == 5 and fits[0]["n_censored"] == 1    # the censored point stays, as a bound
+    assert fits[0]["exponent"] == pytest.approx(1.0, abs=0.02)
 
 
 def test_hidden_axis_becomes_a_curve(tmp_path):
@@ -118,9 +129,10 @@ def test_hidden_axis_becomes_a_curve(tmp_path):
     md = write_report(make_dir(tmp_path, *frames), n_boot=50).read_text()
     assert len(flags(md)) == 1 and "vary between cells: task.dim" in flags(md)[0]
     fits = json.loads((tmp_path / "report" / "fits.json").read_text())
-    assert [f["group"] for f in fits] == ["adapter.depth=2,task.dim=8", "adapter.depth=2,task.dim=16"]  # numeric order
+    assert [f["group"] for f in fits if f["range"] == "all"] == ["adapter.depth=2,task.dim=8",
+                                                                  "adapter.depth=2,task.dim=16"]  # numeric order
     assert all(f["theory"] == 1.0 and f["consistent_with_theory"] for f in fits)
-    assert fits[1]["intercept"] == pytest.approx(np.log(4.0), abs=0.05)
+    assert fits[2]["intercept"] == pytest.approx(np.log(4.0), abs=0.05)
 
 
 def test_single_kind_and_broken_sweeps(tmp_path):
@@ -140,7 +152,7 @@ def test_single_kind_and_broken_sweeps(tmp_path):
 
 
 def test_capacity_panels(tmp_path):
-    frames = [capacity_runs(ns=(8, 16, 32, 64), curves={2: (c, 1.0), 3: (2 * c, 0.5)})
+    frames = [capacity_runs(ns=(8, 16, 32, 64, 128), curves={2: (c, 1.0), 3: (2 * c, 0.5)})
               .assign(**{"task.pretrained": pre, "report.panel_by": "task.pretrained"})
               for pre, c in ((False, 2.0), (True, 1.0))]
     for f, pre in zip(frames, (False, True)):
@@ -149,7 +161,7 @@ def test_capacity_panels(tmp_path):
     d = make_dir(tmp_path, *frames)
     md = write_report(d, n_boot=50).read_text()
     fits = json.loads((d / "report" / "fits.json").read_text())
-    assert [(f["panel"], f["group"], f["theory"]) for f in fits] == [
+    assert [(f["panel"], f["group"], f["theory"]) for f in fits if f["range"] == "all"] == [
         ("task.pretrained=false", "adapter.depth=2", 1.0), ("task.pretrained=false", "adapter.depth=3", 0.5),
         ("task.pretrained=true", "adapter.depth=2", 1.0), ("task.pretrained=true", "adapter.depth=3", 0.5)]
     assert all(f["consistent_with_theory"] for f in fits) and flags(md) == []

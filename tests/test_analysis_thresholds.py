@@ -98,3 +98,13 @@ def test_missing_columns_are_named():
         capacity_thresholds(runs, param="adapter.width", success="fit/acc", quorum=0.5, x="task.n")
     with pytest.raises(ValueError, match="adapter.rank"):
         capacity_thresholds(runs, param="adapter.rank", success="fit/success", quorum=0.5, x="task.n")
+
+
+def test_censoring_codes_for_the_censored_fit():
+    """Exact (0), right-censored at the largest probe (+1), left-censored at a smallest probe > 1 (−1)."""
+    from analysis.thresholds import censoring
+    tab = pd.DataFrame({"threshold": [12.0, np.nan, 2.0, 1.0], "censored": [False, True, False, False],
+                        "lower_censored": [False, False, True, True], "min_probe": [1.0, 1.0, 2.0, 1.0],
+                        "max_probe": [16.0, 64.0, 8.0, 8.0]})
+    y, code = censoring(tab)
+    assert y.tolist() == [12.0, 64.0, 2.0, 1.0] and code.tolist() == [0, 1, -1, 0]

@@ -101,7 +101,7 @@ BAD = [  # (base, edits, field the message must start with)
     ("teacher", {**CONSTRUCTION, "adapter.alpha": 2.0}, "adapter.alpha"),
     ("teacher", {**CONSTRUCTION, "adapter.layers": [0]}, "adapter.layers"),
     ("teacher", {**CONSTRUCTION, "model.bias": False}, "model.bias"),
-    ("ftc", {**CONSTRUCTION, "adapter": {"name": "lora", "rank": 2}}, "train.method"),
+    ("ftc", {**CONSTRUCTION, "adapter": {"name": "lora", "rank": 2}}, "adapter.name"),   # ftc's construction: additive_relu
 ]
 
 

@@ -12,6 +12,10 @@ real frozen `mlp` (R^d -> R) so the full model f + g is what is trained and meas
 full-batch (all K points every step), the protocol of the calibration in papers.md §1(c).
 K is `task.k`, or ⌈k_per_n · N⌉ when `k: 0` (gradient-trained capacity grows with K, so the shipped sweep
 ties K to N; the constructive bound does not depend on K).
+
+`train.method: construction` (adapter `additive_relu`) writes g down without an optimizer
+(`ftcore.tasks.ftc_construction`: hats along a random projection, 3 units per relabelled point for depth 2,
+Θ(√N) units for depth 3), in float64, and scores it with the same metrics: the constructive reference.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from ftcore.config import check
+from ftcore.tasks import ftc_construction
 from ftcore.models.mlp import build_model
 from ftcore.registry import TASKS
 from ftcore.seeding import generators
@@ -59,6 +64,13 @@ class FtcRelabel(Task):
     per_member = FtcConfig.per_member
     success_metric = "fit/success"
     static_batch = True
+    has_construction = True
+
+    @staticmethod
+    def check_compatible(cfg, model_cfg, adapter_cfg, train_cfg):
+        if train_cfg.method == "construction":
+            check(adapter_cfg.name == "additive_relu", "adapter.name", "additive_relu for train.method=construction",
+                  adapter_cfg.name)
 
     @staticmethod
     def io_dims(cfg, model_cfg):
@@ -102,3 +114,34 @@ class FtcRelabel(Task):
         max_err = torch.where(err.isfinite().all(-1), max_err, torch.full_like(max_err, float("nan")))
         return {"fit/max_err": max_err, "fit/success": (max_err < self.tol.to(max_err)).to(max_err),
                 "train/loss": (self.w * err.pow(2)).sum(-1)}
+
+    @torch.no_grad()
+    def construct(self, model) -> None:
+        """Write the constructive g (ftc_construction) of each member's width into the additive ReLU adapter."""
+        res = (self.y - model.base(self.x)).squeeze(-1)                                 # (E, K) r = y' − f(x)
+        depth = len(model.Ws)
+        for e, (cfg, gen) in enumerate(zip(self.cfgs, generators(self.seeds, "construction"))):
+            v = torch.randn(cfg.dim, generator=gen, dtype=torch.float64)
+            v = (v / v.norm()).to(self.x)                                                # (d,) unit direction
+            t = (self.x[e, : cfg.k] @ v).cpu().double().numpy()                           # (K,) projections
+            r = res[e, : cfg.k].cpu().double().numpy()
+            m = sum(model.sizes[e])
+            for p in list(model.Ws) + list(model.bs):
+                p[e].zero_()
+            if depth == 2:
+                c, a = ftc_construction.depth2(t, r, m, cfg.tol)
+                h = len(c)
+                model.Ws[0][e, :, :h] = v[:, None].expand(-1, h)
+                model.bs[0][e, :h] = -torch.as_tensor(c).to(v)
+                model.Ws[1][e, :h, 0] = torch.as_tensor(a).to(v)
+                continue
+            w = ftc_construction.depth3(t, r, m, cfg.tol)
+            if w is None:                                                                # too narrow: g = 0
+                continue
+            c1, W2, b2, out = (torch.as_tensor(z).to(v) for z in w)
+            h1, h2 = W2.shape
+            model.Ws[0][e, :, :h1] = v[:, None].expand(-1, h1)
+            model.bs[0][e, :h1] = -c1
+            model.Ws[1][e, :h1, :h2] = W2
+            model.bs[1][e, :h2] = b2
+            model.Ws[2][e, :h2, 0] = out
