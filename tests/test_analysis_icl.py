@@ -1,5 +1,6 @@
 """analysis.icl_report on a synthetic in-context sweep read back from Parquet: per-model error-vs-k curves
 (mean over seeds with a bootstrap band), baselines pooled, the table at k ∈ {0, d/2, d−1, d, 2d, K−1}, the PNG."""
+import json
 import re
 
 import numpy as np
@@ -7,7 +8,8 @@ import pandas as pd
 from matplotlib.image import imread
 
 from analysis import write_report
-from analysis.icl_report import comparison, curves, nse_columns, shape
+from analysis.icl_report import (comparison, comparison_claims, control_of, curves, learn_claims, loop_claims,
+                                 nse_columns, shape)
 from analysis.synthetic import write_parts
 
 D, K, SEEDS = 4, 10, 5
@@ -29,14 +31,81 @@ def icl_runs(rng=0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def test_comparison_ratios_at_k():
+def test_comparison_ratios_at_k_descriptive():
     runs = icl_runs()
     rows, sentence = comparison(runs, curves(runs, ["model.name"], n_boot=50), ["model.name"], D // 2)
     by = {r["curve"]: r for r in rows}
-    assert by["model.name=good"]["err_ratio"] == "1" and by["model.name=bad"]["param_ratio"] == "0.25"
-    assert abs(float(by["model.name=bad"]["err_ratio"]) - 2) < 0.05         # 1 vs 1 − 2/4
-    assert sentence.startswith("At k = 2, model.name=good has the lowest error; model.name=bad's is 2")
-    assert sentence.endswith("with 0.25× the parameters.")
+    assert by["model.name=good"]["err_ratio"] == "—" and by["model.name=bad"]["param_ratio"].startswith("0.25×")
+    assert abs(float(by["model.name=bad"]["err_ratio"].split("×")[0]) - 2) < 0.05         # 1 vs 1 − 2/4
+    assert sentence == "At k = 2, model.name=good has the lowest error."
+
+
+def looped_runs(err_ratio: float, loop_ratio: float = 1.0, params=(50_000, 600_000), seeds=SEEDS, rng=0):
+    """A looped curve and a standard control: nse at k = 2d is err_ratio × the control's (5% seed noise);
+    the looped model also reports model_b (its error at b loops) = its error / loop_ratio."""
+    g, rows = np.random.default_rng(rng), []
+    for model, p, scale in (("looped_transformer", params[0], err_ratio), ("transformer", params[1], 1.0)):
+        for s in range(seeds):
+            row = {"run_id": f"{model}{s}", "sweep": "syn_loop", "status": "ok", "seed": s, "model.name": model,
+                   "task.dim": D, "report.kind": "icl_curve", "report.curve_by": "model.name",
+                   "report.select": "model.name=transformer", "search.kind": "grid", "n_trainable": p,
+                   "report.theory": json.dumps({"param_ratio_below": 0.1})}
+            for k in range(2 * D + 1):
+                v = (1.0 if k == 0 else 0.2 * scale) * np.exp(g.normal(0, 0.05))     # no context: error 1
+                row[f"nse/model/k{k:02d}"] = v
+                if model == "looped_transformer":
+                    row[f"nse/model_b/k{k:02d}"] = v / loop_ratio * np.exp(g.normal(0, 0.02))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _claims(runs):
+    tab = curves(runs, ["model.name"], n_boot=20)
+    _, cl = comparison_claims(runs, tab, ["model.name"], 2 * D, "model.name=transformer", {"param_ratio_below": 0.1})
+    return {c.statement.split(" ")[1]: c for c in cl}, loop_claims(tab, 2 * D)
+
+
+def test_looped_claims_both_ways():
+    cl, loops = _claims(looped_runs(1.3))
+    assert cl["has"].shows and abs(cl["has"].effect.estimate - 50 / 600) < 1e-9          # 0.083 < 0.1
+    assert cl["has"].effect.lo == cl["has"].effect.hi                                       # deterministic
+    assert cl["error"].shows and abs(cl["error"].effect.estimate - 1.3) < 0.1              # within [0.4, 2.5]
+    assert cl["error"].control == "model.name=transformer"
+    assert len(loops) == 1 and loops[0].shows                                              # b' as good as b
+    cl, loops = _claims(looped_runs(4.0, loop_ratio=2.0, params=(50_000, 200_000)))
+    assert not cl["has"].shows and not cl["error"].shows and not loops[0].shows
+    cl, _ = _claims(looped_runs(2.4, seeds=3, rng=1))             # near the bound: the CI crosses 2.5
+    assert not cl["error"].shows
+
+
+def test_control_matches_other_curve_columns():
+    names = ["model.name=mamba,model.n_layer=1", "model.name=mamba,model.n_layer=2",
+             "model.name=transformer,model.n_layer=1", "model.name=transformer,model.n_layer=2"]
+    assert control_of(names[1], names, "model.name=transformer") == names[3]
+    assert control_of(names[0], names, "model.name=transformer") == names[2]
+    assert control_of(names[2], names, "model.name=transformer") is None
+
+
+def test_unknown_control_is_flagged(tmp_path):
+    write_parts(looped_runs(1.2).assign(**{"report.select": "model.name=rnn"}), tmp_path, "runs", n_parts=1)
+    md = write_report(tmp_path, n_boot=20).read_text()
+    assert "report.select `model.name=rnn` matches no curve" in md
+
+
+def test_report_writes_loop_and_ratio_claims(tmp_path):
+    write_parts(looped_runs(1.2), tmp_path, "runs", n_parts=1)
+    md = write_report(tmp_path, n_boot=50).read_text()
+    assert "against the control `model.name=transformer`" in md and "(model_b)" in md
+    claims = [c for c in json.loads((tmp_path / "report" / "claims.json").read_text()) if c["sweep"] == "syn_loop"]
+    assert len(claims) == 5 and all(c["verdict"] == "shows" for c in claims) and claims[0]["k"] == 2 * D
+
+
+def test_learn_claim_both_ways():
+    tab = curves(looped_runs(1.3), ["model.name"], n_boot=20)
+    assert all(c.shows for c in learn_claims(tab, 2 * D))                  # 0.26 and 0.2 of the k = 0 error
+    flat = curves(looped_runs(4.5), ["model.name"], n_boot=20)             # looped: 0.9 of its k = 0 error
+    got = {c.statement.split(" ")[0]: c.shows for c in learn_claims(flat, 2 * D)}
+    assert got == {"model.name=looped_transformer": False, "model.name=transformer": True}
 
 
 def test_curves_recover_means_and_pool_baselines():
@@ -62,7 +131,7 @@ def test_report_section_reads_parquet(tmp_path):
     mean, band = line.split("|")[4].strip().split(" ", 1)                      # k = 2 = d/2: error 1 − 2/4
     assert abs(float(mean) - 0.5) < 0.02 and band.startswith("[")
     assert "Models compared at k = 8" in md
-    assert re.search(r"At k = 8, model.name=\w+ has the lowest error", md)
+    assert "descriptive: no report.select control, no claims" in md
     assert imread(tmp_path / "report" / "syn_icl_icl_curve.png").shape[0] > 100
 
 

@@ -61,8 +61,10 @@ def test_capacity_sweep_end_to_end(tmp_path):
 
     fits = json.loads((out / "report" / "fits.json").read_text())
     assert {f["group"] for f in fits} == {"adapter.depth=2", "adapter.depth=3"}
+    assert {f["range"] for f in fits} == {"all", "upper"}                   # the power law is checked over both
     for f in fits:
-        assert f["x"] == "task.n" and f["y"] == "adapter.width" and f["n_points"] == 2
+        assert f["x"] == "task.n" and f["y"] == "adapter.width"
+        assert f["n_points"] == (2 if f["range"] == "all" else 1)             # the upper half of 2 N values: 1
     assert (out / "report" / "report.md").read_text().count("adapter.depth") >= 2
 
 

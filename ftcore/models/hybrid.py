@@ -8,7 +8,9 @@ each attention or Mamba block counts as one layer (l. 315-316).
 
 * `hybrid` (`mixed_attn: standard`): learned positional embedding added after the read-in
   (wpe (E, n_positions, C) ~ N(0, 1), nn.Embedding's default, as the reference builds it outside the
-  backbone's re-init), then A M A M … (n_layer layers).
+  backbone's re-init; `pos_std` rescales it — 0.02, GPT-2's wpe std, is what retrieves at small width, see
+  sweeps/mamba_icl.yaml), then A M A M … (n_layer layers; n_layer ≥ 3 puts an attention layer after a Mamba
+  layer, which MQAR's bind-then-look-up needs).
 * `mambaformer` (`mixed_attn: mambaformer`): an extra Mamba layer first in place of positional encoding,
   then A M A M … (n_layer layers, so n_layer + 1 blocks in all), no positional encoding (papers.md l. 314-315).
 
@@ -77,10 +79,12 @@ class HybridConfig(MambaFormerConfig):
     """MambaFormer's fields plus learned positions."""
     name: str = "hybrid"
     n_positions: int = 256      # learned positions: the longest sequence the model accepts
+    pos_std: float = 1.0        # wpe ~ N(0, pos_std²): 1 = nn.Embedding's default (the reference); 0.02 = GPT-2's
 
     def __post_init__(self):
         check_hybrid_fields(self)
         check(self.n_positions >= 1, "model.n_positions", ">= 1", self.n_positions)
+        check(self.pos_std >= 0, "model.pos_std", ">= 0", self.pos_std)
 
 
 @MODELS.register("hybrid")
@@ -92,7 +96,7 @@ class PackedHybrid(PackedSequenceModel):
         super().__init__()
         self.cfg, self.E = cfg, len(gens)
         self._head(in_dim, gens)
-        self.wpe = nn.Parameter(torch.stack([torch.randn(cfg.n_positions, cfg.n_embd, generator=g)
+        self.wpe = nn.Parameter(torch.stack([torch.randn(cfg.n_positions, cfg.n_embd, generator=g) * cfg.pos_std
                                              for g in gens]))                               # (E, n_positions, C)
         self.layers = nn.ModuleList(interleaved(cfg, gens))
         self._tail(out_dim, gens)

@@ -19,6 +19,13 @@ Evaluation: a fixed set of `n_eval` prompts per member (full d, K points, stream
     nse/model/mean         its mean over positions
     nse/{least_squares,knn,averaging}/kNN, …/mean   the classical baselines (`icl_baselines`) on the same
                            prompts, computed once in build_base and returned unchanged every time
+    nse/lasso/kNN, lasso/alpha   sparse_linear only: Lasso (`icl_baselines.lasso`), the baseline of Yang et al.
+                           2024 Fig. 3 / Garg Fig. 5. Its α is set by a stated rule, not on the evaluation
+                           prompts: the α of LASSO_ALPHAS with the lowest mean nse (over positions)
+                           on `n_eval` held-out prompts of the same prior (`lasso_alpha`: a fixed generator no member uses)
+    nse/model_b/kNN        looped model with model.eval_loops = b' > b = model.n_loops only: the prediction after
+                           b iterations (the trained loop count), read from the same forward whose last
+                           iteration b' gives nse/model (Yang et al. §4: the looped model evaluated past b)
     val/mse                the unnormalised MSE over positions and prompts (the training loss on the eval set)
 kNN is k zero-padded to 2 digits (3 when K > 100). Members differ by seed only (`per_member = ()`).
 """
@@ -42,6 +49,8 @@ from ftcore.tasks.icl_functions import (
 from ftcore.tasks.sequence import SequenceTask
 
 BASELINE_NAMES = ("least_squares", "knn", "averaging")
+LASSO_ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1)     # the grid the α rule picks from (module docstring)
+LASSO_TUNE_SEED = 20240506                   # the α rule's held-out prompts (no member's stream)
 
 
 @dataclass
@@ -147,12 +156,21 @@ class IclRegression(SequenceTask):
         for name in BASELINE_NAMES:
             errs = [(BASELINES[name](x, y) - y).pow(2).mean(0) / self.normalizer for x, y in zip(xs, ys)]
             self.baseline_nse[name] = torch.stack(errs)
+        self.lasso_alpha = None
+        if c0.function == "sparse_linear":
+            alphas = [lasso_alpha(cfg) for cfg in self.cfgs]
+            self.lasso_alpha = torch.tensor(alphas)                            # (E,)
+            errs = [(BASELINES["lasso"](x, y, alpha=a) - y).pow(2).mean(0) / self.normalizer
+                    for x, y, a in zip(xs, ys, alphas)]
+            self.baseline_nse["lasso"] = torch.stack(errs)
         self.eval_tokens = torch.stack([interleave(x, y) for x, y in zip(xs, ys)])   # (E, P, 2K, d)
         return model
 
     def to(self, dtype, device=None):
         super().to(dtype, device)
         self.baseline_nse = {k: v.to(self.device, dtype) for k, v in self.baseline_nse.items()}
+        if self.lasso_alpha is not None:
+            self.lasso_alpha = self.lasso_alpha.to(self.device, dtype)
         return self
 
     def batch(self, step):
@@ -173,8 +191,39 @@ class IclRegression(SequenceTask):
 
     @torch.no_grad()
     def evaluate(self, model):
-        pred = model(self.eval_tokens)[..., ::2, 0]                              # (E, P, K)
+        b, b_eval = loop_counts(self.model_cfg)
+        extra = {}
+        if b_eval > b:              # one forward of b' iterations, read out after b and after b'
+            preds = model(self.eval_tokens, n_loops=b_eval, keep_last=b_eval - b + 1)
+            pred = preds[-1][..., ::2, 0]                                        # (E, P, K) after b'
+            extra["model_b"] = (preds[0][..., ::2, 0] - self.eval_ys).pow(2).mean(1) / self.normalizer
+        else:
+            pred = model(self.eval_tokens)[..., ::2, 0]                          # (E, P, K)
         sq = (pred - self.eval_ys).pow(2)                                        # (E, P, K)
-        out = position_metrics({"model": sq.mean(1) / self.normalizer, **self.baseline_nse})
+        out = position_metrics({"model": sq.mean(1) / self.normalizer, **extra, **self.baseline_nse})
         out["val/mse"] = sq.mean((1, 2))
+        if self.lasso_alpha is not None:
+            out["lasso/alpha"] = self.lasso_alpha
         return out
+
+
+def loop_counts(model_cfg) -> tuple[int, int]:
+    """(b, b'): the looped model's trained and evaluated iteration counts; (0, 0) for other models."""
+    b = int(getattr(model_cfg, "n_loops", 0) or 0)
+    return b, int(getattr(model_cfg, "eval_loops", 0) or b)
+
+
+def lasso_alpha(cfg: IclRegressionConfig, alphas=LASSO_ALPHAS) -> float:
+    """The α rule of the Lasso baseline: the α of `alphas` with the lowest mean nse over positions on
+    `cfg.n_eval` held-out prompts of the task's prior, drawn from a fixed generator (LASSO_TUNE_SEED) that no
+    member's data uses — so α depends on the task's configuration only (computed once per configuration)."""
+    key = (cfg.function, cfg.dim, cfg.n_points, cfg.sparsity, cfg.n_eval, tuple(alphas))
+    if key not in _ALPHA_CACHE:
+        gen = torch.Generator().manual_seed(LASSO_TUNE_SEED)
+        x, y = sample_prompts(cfg, gen, cfg.n_eval, cfg.n_points, None)
+        errs = [float((BASELINES["lasso"](x, y, alpha=a) - y).pow(2).mean()) for a in alphas]
+        _ALPHA_CACHE[key] = float(alphas[min(range(len(alphas)), key=errs.__getitem__)])
+    return _ALPHA_CACHE[key]
+
+
+_ALPHA_CACHE: dict[tuple, float] = {}
