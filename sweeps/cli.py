@@ -1,18 +1,21 @@
 """`ftsweep`: run, validate and report sweeps.
 
-    ftsweep run SPEC [key=value ...] [--out DIR] [--address ADDR]
-    ftsweep resume DIR [--address ADDR]
+    ftsweep run SPEC [key=value ...] [--out DIR] [--address ADDR] [--no-limits]
+    ftsweep resume DIR [--address ADDR] [--no-limits]
     ftsweep submit SPEC [key=value ...] --address http://HEAD:8265 [--out DIR|URI] [--wait]
     ftsweep submit --resume DIR|URI --address http://HEAD:8265 [--wait]
     ftsweep status [JOB] --address http://HEAD:8265
     ftsweep logs JOB --address http://HEAD:8265 [--follow]
     ftsweep stop JOB --address http://HEAD:8265
-    ftsweep validate SPEC [key=value ...]
+    ftsweep validate SPEC [key=value ...] [--no-limits]
     ftsweep report DIR
 
 Exit codes: 0 success, 2 a user mistake (bad spec, override, path), 1 a failure while running, 130
 interrupted (Ctrl-C or SIGTERM: the runs finished so far are recorded; `ftsweep resume DIR` goes on).
-A user mistake is one line on stderr, never a traceback, and nothing is written.
+A user mistake is one line on stderr, never a traceback, and nothing is written. Besides the schema, a spec
+must be UTF-8 YAML without duplicate keys, aliases or ${...} interpolation, with finite numbers, a `name` of
+[A-Za-z0-9._-] without `..`, no axis value twice, and sizes under caps (seeds, train.steps, implied member runs)
+that --no-limits lifts.
 """
 from __future__ import annotations
 
@@ -39,17 +42,23 @@ def _say(msg: str) -> None:
     print(f"[ftsweep] {msg}", flush=True)
 
 
+NO_LIMITS_HELP = "lift the size caps (seeds <= 1000, train.steps <= 10,000,000, member runs <= 1,000,000)"
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ftsweep", description="Map capacity and scaling curves of fine-tuning.")
+    p = argparse.ArgumentParser(prog="ftsweep", description="Map capacity and scaling curves of fine-tuning.",
+                                epilog="run, resume and validate take --no-limits: " + NO_LIMITS_HELP)
     sub = p.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="run a sweep on Ray (local unless --address)")
     run.add_argument("spec")
     run.add_argument("overrides", nargs="*", metavar="key=value")
     run.add_argument("--out", help="output directory (default: results/<sweep name>)")
     run.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    run.add_argument("--no-limits", action="store_true", help=NO_LIMITS_HELP)
     res = sub.add_parser("resume", help="finish an interrupted sweep in DIR (runs already recorded are not run again)")
     res.add_argument("dir")
     res.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
+    res.add_argument("--no-limits", action="store_true", help=NO_LIMITS_HELP)
     jobs_help = "the Ray Jobs API (dashboard) URL, e.g. http://127.0.0.1:8265 (default: $RAY_API_SERVER_ADDRESS)"
     smt = sub.add_parser("submit", help="run a sweep on a Ray cluster as a Ray Job (this code and the resolved spec are uploaded)")
     smt.add_argument("spec", nargs="?")
@@ -73,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="check a sweep spec and overrides; writes nothing")
     val.add_argument("spec")
     val.add_argument("overrides", nargs="*", metavar="key=value")
+    val.add_argument("--no-limits", action="store_true", help=NO_LIMITS_HELP)
     rep = sub.add_parser("report", help="write DIR/report (fits.json, figures, report.md)")
     rep.add_argument("dir")
     return p
@@ -102,7 +112,7 @@ def peak_rss_mib() -> float:
 
 def cmd_validate(args) -> int:
     from sweeps.spec import load_checked
-    spec, checked = load_checked(args.spec, args.overrides)
+    spec, checked = load_checked(args.spec, args.overrides, limits=not args.no_limits)
     n = len(checked)
     s = spec.search
     extra = ""
@@ -128,7 +138,7 @@ def _check_env() -> None:
 def cmd_run(args) -> int:
     from sweeps.spec import load_spec, spec_to_yaml
     from sweeps.storage import Location, join, write_bytes_atomic
-    spec = load_spec(args.spec, args.overrides)
+    spec = load_spec(args.spec, args.overrides, limits=not args.no_limits)
     _check_env()
     out = _out_dir(spec, args.out)
     _check_search_storage(spec, out)
@@ -154,9 +164,9 @@ def cmd_resume(args) -> int:
         import tempfile
         with tempfile.TemporaryDirectory() as tmp:      # load_spec reads a file: the saved, resolved spec
             (Path(tmp) / "spec.yaml").write_bytes(text)
-            spec = load_spec(Path(tmp) / "spec.yaml")
+            spec = load_spec(Path(tmp) / "spec.yaml", limits=not args.no_limits)
     else:
-        spec = load_spec(Path(out) / "spec.yaml")
+        spec = load_spec(Path(out) / "spec.yaml", limits=not args.no_limits)
     _check_env()
     _check_search_storage(spec, out)
     return _run(spec, out, args.address, resume=True)

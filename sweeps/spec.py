@@ -34,7 +34,15 @@ from sweeps.spec_checks import (  # noqa: F401  (SpecError and the kinds are par
     SpecError,
     check_axes,
     check_data_parallel,
+    check_distinct_members,
+    check_unique_axis_values,
+    check_finite,
+    check_member_steps,
+    check_name,
+    check_no_interpolation,
+    check_range_size,
     check_search,
+    check_sizes,
 )
 from sweeps.spec_checks import fail as _fail
 
@@ -148,26 +156,71 @@ def group_label(point: dict[str, Any], exclude: tuple[str, ...] = ()) -> str:
     return ",".join(items)
 
 
-def _read_yaml(path: Path) -> dict:
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses what a sweep spec never needs and an attacker can use: aliases (`*name`: a
+    few nested ones expand a tiny file into billions of nodes once copied) and duplicate keys at any level
+    (YAML would silently keep the last one)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, f"alias *{event.anchor} is not allowed in a sweep spec "
+                                              "(write the value out)", event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue
+            key = self.construct_object(key_node)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _strict_load(text: str):
+    """One YAML document through `_StrictLoader` (a SafeLoader: no Python objects are ever constructed)."""
+    loader = _StrictLoader(text)
     try:
-        text = path.read_text()
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+def _read_text(path: Path) -> str:
+    """The spec's text: a readable file of UTF-8 (anything else is refused, naming the first bad byte)."""
+    try:
+        raw = path.read_bytes()
     except OSError as e:
         _fail(f"{path}: cannot read spec ({e.strerror or e})")
     try:
-        data = yaml.safe_load(text)
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        _fail(f"{path}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); save the spec as UTF-8")
+
+
+def _read_yaml(path: Path) -> dict:
+    text = _read_text(path)
+    try:
+        data = _strict_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         _fail(f"{path}: invalid YAML{where}: {getattr(e, 'problem', None) or e}")
     if not isinstance(data, dict):
         _fail(f"{path}: a sweep spec must be a YAML mapping (got {type(data).__name__})")
+    check_no_interpolation(data)
     return data
 
 
-def _merge(data: dict, overrides: list[str]) -> SweepSpec:
+def _merge(data: dict, overrides: list[str], limits: bool = True) -> SweepSpec:
     for o in overrides:
         if "=" not in o or o.startswith("="):
             _fail(f"override {o!r}: expected key=value")
+        if "${" in o:
+            _fail(f"override {o!r}: ${{...}} interpolation is not allowed")
     chosen = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == "variant"]
     rest = [o for o in overrides if o.split("=", 1)[0] != "variant"]
     variant = _variant(data, chosen[-1] if chosen else data.get("variant") or "")
@@ -185,7 +238,7 @@ def _merge(data: dict, overrides: list[str]) -> SweepSpec:
         msg = str(e).splitlines()[0]
         _fail(f"{key}: {msg}" if key else msg)
     _overrides_replace_axes(spec, list(variant) + [o.split("=", 1)[0] for o in rest], data)
-    _resolve_range_axes(spec)
+    _resolve_range_axes(spec, limits)
     _resolve_model_from(spec, data, list(variant) + [o.split("=", 1)[0] for o in rest])
     return spec
 
@@ -234,7 +287,7 @@ def _overrides_replace_axes(spec: SweepSpec, keys: list[str], data: dict) -> Non
             spec.axes[key] = list(value) if isinstance(value, list) else [value]
 
 
-def _resolve_range_axes(spec: SweepSpec) -> None:
+def _resolve_range_axes(spec: SweepSpec, limits: bool = True) -> None:
     """An axis written "1..model.width" is the inclusive integer range, ends resolved after overrides."""
     for key, values in spec.axes.items():
         if not isinstance(values, str):
@@ -245,6 +298,8 @@ def _resolve_range_axes(spec: SweepSpec) -> None:
         lo, hi = (_resolve_end(spec, key, e.strip()) for e in ends)
         if hi < lo:
             _fail(f"axes.{key}: range {values!r} is empty ({lo}..{hi})")
+        if limits:
+            check_range_size(key, lo, hi)
         spec.axes[key] = list(range(lo, hi + 1))
 
 
@@ -310,8 +365,10 @@ def _typed_sections(d: dict) -> dict:
 
 def build_member(spec: SweepSpec, point: dict, seed: int) -> MemberConfig:
     """The validated member config of one grid point (dotted key -> value) and seed; SpecError if impossible."""
+    typed = _typed(spec.member_dict(point, seed))
+    check_finite({s: typed[s] for s in SECTIONS})      # typed: "inf" for a float field is a number here
     try:
-        return member_from_dict(_typed(spec.member_dict(point, seed)))
+        return member_from_dict(typed)
     except ValueError as e:
         where = f" (at {group_label(point)})" if point else ""
         _fail(f"{e}{where}")
@@ -319,21 +376,33 @@ def build_member(spec: SweepSpec, point: dict, seed: int) -> MemberConfig:
         _fail(f"{e}")
 
 
-def validate(spec: SweepSpec) -> list[MemberConfig]:
+def validate(spec: SweepSpec, limits: bool = True) -> list[MemberConfig]:
     """Build the config of every grid point (at both ends of a capacity ladder) and return them.
 
-    Seeds do not change validity, so each point is built at seed 0.
+    Seeds do not change validity, so each point is built at seed 0. `limits=False` (--no-limits) lifts the
+    size caps (seeds, implied runs, train.steps); every other rule holds.
     """
+    check_name(spec.name)
+    check_finite(dataclasses.asdict(spec))
     check_search(spec)
     check_axes(spec)
+    if limits:
+        check_sizes(spec)
     extremes = [{}]
     if spec.search.kind == "capacity":
         ladder = spec.search.ladder_values()
         extremes = [{spec.search.param: ladder[0]}, {spec.search.param: ladder[-1]}]
-    members = []
+    members, firsts, labels = [], [], []
     for point in spec.grid_points():
         for extra in extremes:
             members.append(build_member(spec, {**point, **extra}, 0))
+        firsts.append(members[-len(extremes)])
+        labels.append(group_label(point))
+    for key, values in spec.axes.items():          # after building: a member's own error names its field first
+        check_unique_axis_values(key, values)
+    check_distinct_members(firsts, labels)
+    if limits:
+        check_member_steps(members)
     if members and members[0].source is not None:
         from sweeps.trained_base import check_member
         for m in members:
@@ -353,14 +422,17 @@ def validate(spec: SweepSpec) -> list[MemberConfig]:
     return members
 
 
-def load_checked(path: str | Path, overrides: list[str] = ()) -> tuple[SweepSpec, list[MemberConfig]]:
-    """The validated spec and the configs that validation built."""
-    spec = _merge(_read_yaml(Path(path)), list(overrides))
-    return spec, validate(spec)
+def load_checked(path: str | Path, overrides: list[str] = (),
+                 limits: bool = True) -> tuple[SweepSpec, list[MemberConfig]]:
+    """The validated spec and the configs that validation built: the one place every subcommand reads a spec,
+    so every check on untrusted input (encoding, YAML, interpolation, names, numbers, sizes) runs here, before
+    anything is written. `limits=False` (--no-limits) lifts the size caps only."""
+    spec = _merge(_read_yaml(Path(path)), list(overrides), limits)
+    return spec, validate(spec, limits)
 
 
-def load_spec(path: str | Path, overrides: list[str] = ()) -> SweepSpec:
-    return load_checked(path, overrides)[0]
+def load_spec(path: str | Path, overrides: list[str] = (), limits: bool = True) -> SweepSpec:
+    return load_checked(path, overrides, limits)[0]
 
 
 def spec_to_yaml(spec: SweepSpec) -> str:

@@ -2,6 +2,9 @@
 before any member config is built, each failure a one-line `SpecError` naming the field (CLI exit code 2)."""
 from __future__ import annotations
 
+import json
+import math
+import re
 from typing import TYPE_CHECKING
 
 from ftcore.registry import TASKS
@@ -113,3 +116,105 @@ def check_data_parallel(members: list[MemberConfig], n: int) -> None:
                   f"'{m.task.name}' couples its batch's rows (use 1)")
         if m.train.batch_selection != "task":
             fail(f"execution.workers_per_trial: {n} needs train.batch_selection: task (got {m.train.batch_selection!r})")
+
+
+# -- untrusted input (issue 15, item 2): each rule refuses before anything is built or written -------------------
+
+MAX_SEEDS = 1_000              # seeds of one sweep
+MAX_STEPS = 10_000_000         # train.steps of one member run
+MAX_RUNS = 1_000_000           # member runs a sweep implies (grid points x seeds [x ladder or trials])
+LIMITS_HINT = "--no-limits lifts this cap"
+NAME_CHARS = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def check_name(name: object) -> None:
+    """`name` becomes a path component (results/<name>) and a job name: one or more of [A-Za-z0-9._-], and
+    never `..` (so no path separator and no way out of the parent directory)."""
+    if not isinstance(name, str) or not NAME_CHARS.fullmatch(name) or ".." in name:
+        fail(f"name: must be letters, digits, '.', '_' or '-' without '..' (it becomes a directory name) (got {name!r})")
+
+
+def check_no_interpolation(tree: object, where: str = "") -> None:
+    """No string (key or value) may hold `${`: OmegaConf would resolve it as an interpolation, and resolvers such
+    as `${oc.env:...}` copy the environment into spec.yaml. A `$` not followed by `{` is an ordinary character."""
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            check_no_interpolation(k, where)
+            check_no_interpolation(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(tree, list):
+        for i, v in enumerate(tree):
+            check_no_interpolation(v, f"{where}[{i}]")
+    elif isinstance(tree, str) and "${" in tree:
+        fail(f"{where or 'spec'}: ${{...}} interpolation is not allowed in a sweep spec (got {tree[:80]!r})")
+
+
+def check_finite(tree: object, where: str = "") -> None:
+    """Every number in the config is finite: NaN and ±inf (`.nan`, `.inf`, `lr=inf`) are refused by path."""
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            check_finite(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(tree, (list, tuple)):
+        for i, v in enumerate(tree):
+            check_finite(v, f"{where}[{i}]")
+    elif isinstance(tree, float) and not math.isfinite(tree):
+        fail(f"{where}: must be a finite number (got {tree})")
+
+
+def check_unique_axis_values(key: str, values: list) -> None:
+    """An axis lists each value once: a repeated value (or repeated mapping) makes two grid points with the
+    same run_id, which the sink refuses mid-sweep."""
+    seen: set[str] = set()
+    for v in values:
+        canon = json.dumps(v, sort_keys=True, default=repr)
+        if canon in seen:
+            hint = "" if "." in key else f"; an override of a {key} field sets it in every choice"
+            fail(f"axes.{key}: value {v!r} appears more than once (each grid point needs its own run_id{hint})")
+        seen.add(canon)
+
+
+def implied_runs(spec: SweepSpec) -> int:
+    """Member runs the sweep implies, without expanding the grid or the ladder: grid points x seeds, times the
+    bisection probes of a capacity search (log2 of the ladder length, + 2 for its ends) or n_trials of optuna."""
+    points = math.prod(len(v) for v in spec.axes.values())
+    s = spec.search
+    ladder = len(s.ladder) or max(int(s.range[1]) - int(s.range[0]) + 1, 1)
+    per_point = {"capacity": (ladder - 1).bit_length() + 2, "optuna": s.n_trials}.get(s.kind, 1)
+    return points * spec.seeds * max(per_point, 1)
+
+
+def check_sizes(spec: SweepSpec) -> None:
+    """Caps on sizes a typo can blow up (each lifted by --no-limits): seeds <= MAX_SEEDS, a capacity ladder and
+    the implied member runs <= MAX_RUNS. Checked before the grid or the ladder is expanded."""
+    if spec.seeds > MAX_SEEDS:
+        fail(f"seeds: {spec.seeds} is above the cap of {MAX_SEEDS} ({LIMITS_HINT})")
+    s = spec.search
+    if s.kind == "capacity" and not s.ladder and s.range[1] - s.range[0] + 1 > MAX_RUNS:
+        fail(f"search.range: {list(s.range)} is a ladder of {s.range[1] - s.range[0] + 1} values, above the cap of "
+             f"{MAX_RUNS} ({LIMITS_HINT})")
+    runs = implied_runs(spec)
+    if runs > MAX_RUNS:
+        fail(f"axes/seeds: the sweep implies {runs} member runs, above the cap of {MAX_RUNS} ({LIMITS_HINT})")
+
+
+def check_range_size(key: str, lo: int, hi: int) -> None:
+    """A range axis LO..HI has at most MAX_RUNS values (it is expanded into a list; --no-limits lifts this)."""
+    if hi - lo + 1 > MAX_RUNS:
+        fail(f"axes.{key}: range {lo}..{hi} has {hi - lo + 1} values, above the cap of {MAX_RUNS} ({LIMITS_HINT})")
+
+
+def check_member_steps(members: list[MemberConfig]) -> None:
+    """train.steps <= MAX_STEPS for every member (typed values, so an axis or a string override counts too)."""
+    for m in members:
+        if m.train.steps > MAX_STEPS:
+            fail(f"train.steps: {m.train.steps} is above the cap of {MAX_STEPS} ({LIMITS_HINT})")
+
+
+def check_distinct_members(members: list[MemberConfig], labels: list[str]) -> None:
+    """Distinct grid points must resolve to distinct run_ids (e.g. task.n=[16, "16"] types to the same config)."""
+    seen: dict[str, str] = {}
+    for m, label in zip(members, labels):
+        rid = m.run_id()
+        if rid in seen:
+            fail(f"axes: grid points {seen[rid] or '(base)'} and {label or '(base)'} resolve to the same config "
+                 f"(run_id {rid}); list each axis value once")
+        seen[rid] = label
