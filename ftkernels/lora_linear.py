@@ -55,14 +55,16 @@ def _live(t: tl.constexpr, nt):
 
 
 @triton.jit
-def _slot_z(z, a, c_ptr, kk, K, t: tl.constexpr, nt, rank, s_ck, s_cr, RT: tl.constexpr, PREC: tl.constexpr):
-    """z (BM, RT) += a (BM, BK) @ C[kk, slot t] when slot t is live (slot 0 always runs, see _live)."""
+def _slot_dot(acc, lhs, b_ptr, ii, I, t: tl.constexpr, nt, rank, s_bi, s_br, RT: tl.constexpr,
+              PREC: tl.constexpr):
+    """acc (BM, RT) += lhs (BM, BI) @ B[ii, slot t] when slot t is live (slot 0 always runs, see _live): the
+    forward's z = a @ C[kk, slot] and the weight gradient's rhsᵀ @ l[mm, slot] are this one product."""
     if _live(t, nt):
         rr = t * RT + tl.arange(0, RT)
-        c = tl.load(c_ptr + kk[:, None] * s_ck + rr[None, :] * s_cr,
-                    mask=(kk[:, None] < K) & (rr[None, :] < rank), other=0.0)
-        z = tl.dot(a, c, z, input_precision=PREC)
-    return z
+        b = tl.load(b_ptr + ii[:, None] * s_bi + rr[None, :] * s_br,
+                    mask=(ii[:, None] < I) & (rr[None, :] < rank), other=0.0)
+        acc = tl.dot(lhs, b, acc, input_precision=PREC)
+    return acc
 
 
 @triton.jit
@@ -117,10 +119,10 @@ def _lora_mm_kernel(a_ptr, b_ptr, c_ptr, d_ptr, bias_ptr, y_ptr, z_ptr, scale_pt
         b = tl.load(b_ptr + kk[:, None] * s_bk + nn[None, :] * s_bn,           # (BK, BN)
                     mask=(kk[:, None] < K) & (nn[None, :] < N), other=0.0)
         acc = tl.dot(a, b, acc, input_precision=PREC)
-        z0 = _slot_z(z0, a, c_ptr, kk, K, 0, nt, rank, s_ck, s_cr, RT, PREC)
-        z1 = _slot_z(z1, a, c_ptr, kk, K, 1, nt, rank, s_ck, s_cr, RT, PREC)
-        z2 = _slot_z(z2, a, c_ptr, kk, K, 2, nt, rank, s_ck, s_cr, RT, PREC)
-        z3 = _slot_z(z3, a, c_ptr, kk, K, 3, nt, rank, s_ck, s_cr, RT, PREC)
+        z0 = _slot_dot(z0, a, c_ptr, kk, K, 0, nt, rank, s_ck, s_cr, RT, PREC)
+        z1 = _slot_dot(z1, a, c_ptr, kk, K, 1, nt, rank, s_ck, s_cr, RT, PREC)
+        z2 = _slot_dot(z2, a, c_ptr, kk, K, 2, nt, rank, s_ck, s_cr, RT, PREC)
+        z3 = _slot_dot(z3, a, c_ptr, kk, K, 3, nt, rank, s_ck, s_cr, RT, PREC)
     acc = _slot_up(acc, z0, s, d_ptr, nn, N, 0, nt, rank, s_dr, s_dn, RT, PREC)
     acc = _slot_up(acc, z1, s, d_ptr, nn, N, 1, nt, rank, s_dr, s_dn, RT, PREC)
     acc = _slot_up(acc, z2, s, d_ptr, nn, N, 2, nt, rank, s_dr, s_dn, RT, PREC)
@@ -136,18 +138,6 @@ def _lora_mm_kernel(a_ptr, b_ptr, c_ptr, d_ptr, bias_ptr, y_ptr, z_ptr, scale_pt
         _slot_store_z(z_ptr, z1, mm, M, R, 1, s_zm, s_zr, RT)
         _slot_store_z(z_ptr, z2, mm, M, R, 2, s_zm, s_zr, RT)
         _slot_store_z(z_ptr, z3, mm, M, R, 3, s_zm, s_zr, RT)
-
-
-@triton.jit
-def _slot_wgrad(acc, rt, l_ptr, mm, M, t: tl.constexpr, nt, rank, s_lm, s_lr, RT: tl.constexpr,
-                PREC: tl.constexpr):
-    """acc (BC, RT) += rhsᵀ (BC, BM) @ l[mm, slot t] when slot t is live."""
-    if _live(t, nt):
-        rr = t * RT + tl.arange(0, RT)
-        lt = tl.load(l_ptr + mm[:, None] * s_lm + rr[None, :] * s_lr,
-                     mask=(mm[:, None] < M) & (rr[None, :] < rank), other=0.0)
-        acc = tl.dot(rt, lt, acc, input_precision=PREC)
-    return acc
 
 
 @triton.jit
@@ -185,10 +175,10 @@ def _lora_wgrad_kernel(l_ptr, r_ptr, o_ptr, cs_ptr, scale_ptr, rank_ptr,
                      mask=(cc[:, None] < C) & (mm[None, :] < m_hi), other=0.0)
         if HAS_COLSUM:
             colsum += tl.sum(rt.to(tl.float32), axis=1)
-        acc0 = _slot_wgrad(acc0, rt, l_ptr, mm, m_hi, 0, nt, rank, s_lm, s_lr, RT, PREC)
-        acc1 = _slot_wgrad(acc1, rt, l_ptr, mm, m_hi, 1, nt, rank, s_lm, s_lr, RT, PREC)
-        acc2 = _slot_wgrad(acc2, rt, l_ptr, mm, m_hi, 2, nt, rank, s_lm, s_lr, RT, PREC)
-        acc3 = _slot_wgrad(acc3, rt, l_ptr, mm, m_hi, 3, nt, rank, s_lm, s_lr, RT, PREC)
+        acc0 = _slot_dot(acc0, rt, l_ptr, mm, m_hi, 0, nt, rank, s_lm, s_lr, RT, PREC)
+        acc1 = _slot_dot(acc1, rt, l_ptr, mm, m_hi, 1, nt, rank, s_lm, s_lr, RT, PREC)
+        acc2 = _slot_dot(acc2, rt, l_ptr, mm, m_hi, 2, nt, rank, s_lm, s_lr, RT, PREC)
+        acc3 = _slot_dot(acc3, rt, l_ptr, mm, m_hi, 3, nt, rank, s_lm, s_lr, RT, PREC)
     o_ptr += p * s_os + e * s_oe
     _slot_store_w(o_ptr, acc0, s, cc, C, R, 0, s_or, s_oc, RT)
     _slot_store_w(o_ptr, acc1, s, cc, C, R, 1, s_or, s_oc, RT)
