@@ -1,0 +1,37 @@
+"""run_ids of the shipped sweeps are pinned (tests/data/run_ids_pinned.json, written before the issue-15 redesign of
+the config boundary): every grid point x seed of every sweep and variant, with a capacity ladder's first, middle and
+last value. A change that moves one id would orphan every recorded result (resume, merges, base checkpoints).
+needles_finetune is left out: it needs a trained base directory to resolve `model.from`."""
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from grid_ids import pinned_run_ids
+
+ROOT = Path(__file__).resolve().parent.parent
+PINNED = json.loads((Path(__file__).parent / "data" / "run_ids_pinned.json").read_text())
+
+
+def _cases():
+    for key in sorted(PINNED):
+        stem, _, variant = key.partition("[")
+        yield key, ROOT / "sweeps" / f"{stem}.yaml", variant.rstrip("]")
+
+
+def test_every_shipped_sweep_is_pinned():
+    shipped = {p.stem for p in (ROOT / "sweeps").glob("*.yaml")} - {"needles_finetune"}
+    for p in (ROOT / "sweeps").glob("*.yaml"):
+        if p.stem in shipped:
+            for v in [""] + list(yaml.safe_load(p.read_text()).get("variants") or {}):
+                assert (p.stem + (f"[{v}]" if v else "")) in PINNED, (p.stem, v)
+
+
+@pytest.mark.parametrize("key,path,variant", list(_cases()), ids=[k for k, _, _ in _cases()])
+def test_run_ids_unchanged(key, path, variant):
+    ids = pinned_run_ids(path, [f"variant={variant}"] if variant else [])
+    want = PINNED[key]
+    assert (len(ids), ids[:3]) == (want["n"], want["first"])
+    assert hashlib.sha256("\n".join(ids).encode()).hexdigest() == want["sha256"]
