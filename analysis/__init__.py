@@ -6,7 +6,16 @@ DataFrames in, figures and tables out.
     from analysis import write_report
     write_report("runs/ftc")        # -> runs/ftc/report/report.md (+ fits.json, PNGs)
 """
-from analysis.load import CorruptPartError, read_curves, read_runs
-from analysis.report import write_report
-
 __all__ = ["write_report", "read_runs", "read_curves", "CorruptPartError"]
+
+
+def __getattr__(name: str):
+    """Loaded on first use (PEP 562): the sweep spec loader imports analysis.report_kinds, which must not pull
+    pandas, numpy or matplotlib in through this package."""
+    if name == "write_report":
+        from analysis.report import write_report
+        return write_report
+    if name in ("read_runs", "read_curves", "CorruptPartError"):
+        import analysis.load
+        return getattr(analysis.load, name)
+    raise AttributeError(f"module 'analysis' has no attribute {name!r}")

@@ -45,7 +45,7 @@ from matplotlib.figure import Figure
 
 from analysis.atomic import save_figure
 from analysis.batch_measures import CLIP, Rule, parse_rules, run_measures
-from analysis.load import read_curves
+from analysis.load import drop_pruned, read_curves
 from analysis.markdown import Section, interval, num, table
 from analysis.meta import SweepMeta, canon, is_config_column, label, require, value_key
 from analysis.verdict import METHOD, NOT, SHOWS, Claim, Effect, claim, claims_markdown, difference, mean_effect, ratio
@@ -260,6 +260,7 @@ def batch_section(runs: pd.DataFrame, meta: SweepMeta, outdir: Path, *, figure_n
     curves = read_curves(Path(outdir).parent) if curves is None else curves
     rules = parse_rules(meta.select)
     y = meta.y or rules[0].metric
+    runs = drop_pruned(runs)                 # stopped early: not a run of the budget
     runs = runs.assign(_arm=arm_labels(runs))
     meas = run_measures(runs, curves, rules, COST).merge(runs[["run_id", "_arm"]], on="run_id")
     pcols = panel_columns(runs, meta)

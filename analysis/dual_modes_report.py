@@ -271,7 +271,7 @@ def _curve_rows(sets, oks, picks) -> list[dict]:
     for s, ok in zip(sets, oks):
         where = {int(k): i for i, k in enumerate(s.ks)}
         g = gap_effects(s)
-        model, bayes, pb = s.mean("model"), s.mean("bayes"), s.mean("prior_bayes")
+        bayes, pb = s.mean("bayes"), s.mean("prior_bayes")
         for k in picks:
             if k not in where:
                 continue
@@ -313,8 +313,9 @@ def prior_line(runs: pd.DataFrame) -> str:
 
 
 def dual_modes_section(runs: pd.DataFrame, meta: SweepMeta, outdir: Path, *,
-                       figure_name: str = "dual_modes.png") -> Section:
-    """Markdown, claims and figure for one dual_modes sweep (`runs` = that sweep's rows)."""
+                       figure_name: str = "dual_modes.png", n_boot: int = 1000, seed: int = 0) -> Section:
+    """Markdown, claims and figure for one dual_modes sweep (`runs` = that sweep's rows); n_boot and seed are
+    the report's shared signature (analysis.report_kinds): this section's intervals are t-intervals."""
     require(runs, list(meta.curve_by), "report.curve_by")
     ok_runs = runs[runs["status"].astype(str) == "ok"] if "status" in runs.columns else runs
     if ok_runs.empty:

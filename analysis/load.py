@@ -80,3 +80,9 @@ def read_curves(dir: str | Path) -> pd.DataFrame:
         df = df[df["run_id"].isin(set(read_runs(dir)["run_id"]))]
     keys = [c for c in ("run_id", "step") if c in df.columns]
     return df.sort_values(keys, kind="stable", ignore_index=True) if keys else df
+
+
+def drop_pruned(runs: pd.DataFrame) -> pd.DataFrame:
+    """`runs` without the members a pruner stopped early (status `pruned`, sweeps/pruners.py): their metrics are
+    those of an early evaluation, not of the budget, so a section that reads final metrics leaves them out."""
+    return runs[runs["status"].astype(str) != "pruned"] if "status" in runs.columns else runs

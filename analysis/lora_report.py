@@ -15,8 +15,20 @@ import pandas as pd
 
 from analysis.atomic import save_figure
 from analysis.lora_plots import plot_error_curves, plot_thresholds
-from analysis.lora_threshold import (EPSILON, EY_WITHIN, TAIL, Y, ey_claim, ey_pairs, excess, median_threshold,
-                                     overall_claim, seed_thresholds, selected_rows, threshold_claim)
+from analysis.lora_threshold import (
+    EPSILON,
+    EY_WITHIN,
+    TAIL,
+    Y,
+    excess,
+    ey_claim,
+    ey_pairs,
+    median_threshold,
+    overall_claim,
+    seed_thresholds,
+    selected_rows,
+    threshold_claim,
+)
 from analysis.markdown import FLAG, Section, num, table
 from analysis.meta import SweepMeta, canon, hidden_axes, label, require, value_key
 from analysis.rank_curves import HYPER, theory_rank
@@ -51,8 +63,9 @@ def _is_construction(curve_label: str) -> bool:
 
 
 def lora_threshold_section(runs: pd.DataFrame, meta: SweepMeta, outdir: Path, *,
-                           figure_name: str = "lora_threshold.png") -> Section:
-    """Markdown, claims and two figures (thresholds; error curves with the Eckart–Young tail)."""
+                           figure_name: str = "lora_threshold.png", n_boot: int = 1000, seed: int = 0) -> Section:
+    """Markdown, claims and two figures (thresholds; error curves with the Eckart–Young tail); n_boot and seed
+    are the report's shared signature (analysis.report_kinds): no interval here is a bootstrap."""
     x = meta.x or "adapter.rank"
     require(runs, [x, Y, "seed", "model.width", "model.depth", "task.target_depth"], "lora_threshold report")
     require(runs, list(meta.panel_by) + list(meta.curve_by), "report.curve_by/panel_by")
@@ -69,7 +82,7 @@ def lora_threshold_section(runs: pd.DataFrame, meta: SweepMeta, outdir: Path, *,
                      "they are part of the setting.")
     setting_by = list(meta.panel_by) + hidden
     select = meta.select if meta.select in runs.columns else None
-    ok = runs[runs["status"].astype(str) != "failed"] if "status" in runs.columns else runs
+    ok = runs[~runs["status"].astype(str).isin(["failed", "pruned"])] if "status" in runs.columns else runs
     sel = selected_rows(ok, x=x, select=select, cell_by=setting_by + curve_by)
     sel = sel.assign(_rstar=theory_rank(sel))
     seeds = seed_thresholds(sel, x=x, setting_by=setting_by, curve_by=curve_by, eps=eps)

@@ -11,12 +11,14 @@ values written canonically (`canon`) so that 2, 2.0 and "2" or True and "true" c
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+
+from analysis.report_kinds import COLUMNS as REPORT_COLUMNS
+from analysis.report_kinds import ReportConfig, config_from_columns
 
 SEED_COLUMNS = ("seed",)  # plus any dotted column ending in ".seed"
 NOT_CONFIG_PREFIXES = ("search.", "report.", "version")
@@ -96,12 +98,6 @@ def theory_for(theory: dict, values: dict) -> float | None:
     return best
 
 
-def _split(text) -> tuple[str, ...]:
-    if text is None or (isinstance(text, float) and math.isnan(text)):
-        return ()
-    return tuple(s.strip() for s in str(text).split(",") if s.strip())
-
-
 def _text(v) -> str | None:
     if v is None or (isinstance(v, float) and math.isnan(v)) or str(v).strip() == "":
         return None
@@ -110,7 +106,8 @@ def _text(v) -> str | None:
 
 @dataclass(frozen=True)
 class SweepMeta:
-    """The reporting instructions a sweep wrote on each of its rows (constant within the sweep)."""
+    """The reporting instructions a sweep wrote on each of its rows (constant within the sweep): its search.*
+    columns, and its report.* columns as the kind's typed Config (`report`, analysis.report_kinds) and flat."""
     sweep: str
     search_kind: str | None = None
     param: str | None = None
@@ -123,9 +120,10 @@ class SweepMeta:
     theory: dict = field(default_factory=dict)
     y: str | None = None
     select: str | None = None
+    report: ReportConfig = field(default_factory=ReportConfig)
 
     @classmethod
-    def from_runs(cls, runs: pd.DataFrame) -> "SweepMeta":
+    def from_runs(cls, runs: pd.DataFrame) -> SweepMeta:
         """Read the metadata columns of one sweep's rows; a column with two values is an error."""
         def const(col):
             if col not in runs.columns:
@@ -138,11 +136,7 @@ class SweepMeta:
         sweeps = runs["sweep"].dropna().unique() if "sweep" in runs.columns else ["(unnamed)"]
         if len(sweeps) != 1:
             raise ValueError(f"SweepMeta.from_runs expects one sweep, got {list(sweeps)}")
-        theory_text = _text(const("report.theory")) or "{}"
-        try:
-            theory = json.loads(theory_text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"report.theory of sweep {sweeps[0]} is not JSON: {theory_text!r} ({e})") from e
+        report = config_from_columns({c: const(c) for c in REPORT_COLUMNS}, str(sweeps[0]))
         search_kind = _text(const("search.kind"))
         quorum = const("search.quorum")
         return cls(
@@ -152,13 +146,14 @@ class SweepMeta:
             success=_text(const("search.success")),
             quorum=1.0 if quorum is None else float(quorum),
             # a capacity search with no report.kind is reported as a capacity curve
-            report_kind=_text(const("report.kind")) or ("capacity" if search_kind == "capacity" else None),
-            x=_text(const("report.x")),
-            curve_by=_split(const("report.curve_by")),
-            panel_by=_split(const("report.panel_by")),
-            theory=theory if isinstance(theory, dict) else {},
-            y=_text(const("report.y")),
-            select=_text(const("report.select")),
+            report_kind=report.kind or ("capacity" if search_kind == "capacity" else None),
+            x=report.x or None,
+            curve_by=tuple(report.curve_by),
+            panel_by=tuple(report.panel_by),
+            theory=report.theory,
+            y=report.y or None,
+            select=report.select or None,
+            report=report,
         )
 
 

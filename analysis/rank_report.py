@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.atomic import save_figure
+from analysis.load import drop_pruned
 from analysis.markdown import FLAG, Section, num, table, values_text
 from analysis.meta import SweepMeta, canon, hidden_axes, label, require
 from analysis.plots import plot_rank_curves
@@ -29,8 +30,10 @@ def _panel_theory(runs: pd.DataFrame, panel_by: list[str]) -> dict[str, list[flo
             for _, sub in groups}
 
 
-def rank_section(runs: pd.DataFrame, meta: SweepMeta, outdir: Path, *, figure_name: str = "rank_curve.png") -> Section:
-    """Markdown and figure for one rank-curve sweep (`runs` = that sweep's rows)."""
+def rank_section(runs: pd.DataFrame, meta: SweepMeta, outdir: Path, *, figure_name: str = "rank_curve.png",
+                 n_boot: int = 1000, seed: int = 0) -> Section:
+    """Markdown and figure for one rank-curve sweep (`runs` = that sweep's rows); n_boot and seed are the
+    report's shared signature (analysis.report_kinds): no interval here is a bootstrap."""
     for what, col in (("report.x", meta.x), ("report.y", meta.y)):
         if not col:
             return Section(f"{FLAG} rank-curve report skipped: `{what}` is not set on the rows.\n")
@@ -46,7 +49,7 @@ def rank_section(runs: pd.DataFrame, meta: SweepMeta, outdir: Path, *, figure_na
         flags.append(f"{FLAG} columns not in report.curve_by/panel_by vary between cells: {', '.join(hidden)}; "
                      "added to the curve labels so that cells are not mixed.")
     curve_by = list(meta.curve_by) + hidden
-    tab = select_rank_curves(runs, x=meta.x, y=meta.y, select=select, curve_by=curve_by, panel_by=meta.panel_by)
+    tab = select_rank_curves(drop_pruned(runs), x=meta.x, y=meta.y, select=select, curve_by=curve_by, panel_by=meta.panel_by)
     if tab.empty:
         return Section(f"{FLAG} rank-curve report skipped: no rows.\n")
     theory = _panel_theory(runs, list(meta.panel_by))

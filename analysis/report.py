@@ -1,7 +1,9 @@
 """`write_report(DIR)`: DIR/report/{report.md, fits.json, <sweep>_<kind>.png} from DIR/runs.
 
-One section per sweep found in the runs (a directory may hold several), chosen by the sweep's
-`report.kind` (capacity | rank_curve | icl_curve; a capacity search without report.kind is a capacity report).
+One section per sweep found in the runs (a directory may hold several), written by the entry of the sweep's
+`report.kind` in `analysis.report_kinds.REPORTS` (a capacity search without report.kind is a capacity report; an
+unknown kind gets status counts only); a multi-objective Optuna search adds its Pareto fronts
+(`analysis.pareto_report`).
 claims.json lists every computed claim about a paper's effect (`analysis.verdict.Claim.record`: statement,
 control, rule, verdict "shows" | "does not show", estimate, ci_low, ci_high, kind, n, method) with its sweep.
 Every file is written atomically; report.md is written last, so its presence means the set is whole.
@@ -22,19 +24,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.accuracy_report import accuracy_section
 from analysis.atomic import atomic_write
-from analysis.batch_report import batch_section
-from analysis.capacity_report import capacity_section
-from analysis.dual_modes_report import dual_modes_section
-from analysis.icl_report import icl_section
 from analysis.load import read_runs
-from analysis.lora_report import lora_threshold_section
 from analysis.markdown import FLAG, Section
 from analysis.meta import SweepMeta
-from analysis.needles_report import needles_section
-from analysis.rank_report import rank_section
-from analysis.retrieval_report import retrieval_section
+from analysis.pareto_report import appended, pareto_section
+from analysis.report_kinds import REPORTS
 
 STATUSES = ("ok", "diverged", "failed")
 
@@ -71,26 +66,13 @@ def sweep_section(runs: pd.DataFrame, outdir: Path, *, n_boot: int, seed: int) -
     try:
         meta = SweepMeta.from_runs(runs)
         kind = meta.report_kind
-        if kind == "capacity":
-            sec = capacity_section(runs, meta, outdir, n_boot=n_boot, seed=seed, figure_name=f"{_slug(name)}_capacity.png")
-        elif kind == "rank_curve":
-            sec = rank_section(runs, meta, outdir, figure_name=f"{_slug(name)}_rank_curve.png")
-        elif kind == "icl_curve":
-            sec = icl_section(runs, meta, outdir, figure_name=f"{_slug(name)}_icl_curve.png", n_boot=n_boot, seed=seed)
-        elif kind == "dual_modes":
-            sec = dual_modes_section(runs, meta, outdir, figure_name=f"{_slug(name)}_dual_modes.png")
-        elif kind == "accuracy_table":
-            sec = accuracy_section(runs, meta, outdir, figure_name=f"{_slug(name)}_accuracy.png", n_boot=n_boot, seed=seed)
-        elif kind == "retrieval":
-            sec = retrieval_section(runs, meta, outdir, figure_name=f"{_slug(name)}_retrieval.png", n_boot=n_boot, seed=seed)
-        elif kind == "needles":
-            sec = needles_section(runs, meta, outdir, figure_name=f"{_slug(name)}_needles.png", n_boot=n_boot, seed=seed)
-        elif kind == "batch_selection":
-            sec = batch_section(runs, meta, outdir, figure_name=f"{_slug(name)}_batch_selection.png", n_boot=n_boot, seed=seed)
-        elif kind == "lora_threshold":
-            sec = lora_threshold_section(runs, meta, outdir, figure_name=f"{_slug(name)}_lora_threshold.png")
+        entry = REPORTS.get(kind)
+        front = pareto_section(runs, outdir, figure_name=f"{_slug(name)}_pareto.png")   # multi-objective optuna
+        if entry is None:
+            sec = front or Section(f"No report for report.kind = {kind!r}; counts only.\n")
         else:
-            sec = Section(f"No report for report.kind = {kind!r}; counts only.\n")
+            sec = appended(entry.section(runs, meta, outdir, figure_name=f"{_slug(name)}_{entry.FIGURE}.png",
+                                         n_boot=n_boot, seed=seed), front)
     except ValueError as e:
         kind, sec = "error", Section(f"{FLAG} report failed for this sweep: {e}\n")
     head = f"## Sweep `{name}` ({kind or 'no report.kind'})\n\n{status_counts(runs)}.\n"

@@ -188,7 +188,7 @@ def fit_capacity(cap: pd.DataFrame, reps: np.ndarray, meta: SweepMeta, size: str
         use = ~c["censored"].to_numpy(bool)
         fit = fit_powerlaw(c["size"].to_numpy(float)[use], c["L_max"].to_numpy(float)[use],
                            replicates=reps[c.index.to_numpy()][use])
-        theory = theory_for(meta.theory, {k: v for k, v in _parse(curve).items()})
+        theory = theory_for(meta.theory, dict(_parse(curve)))
         out.append({
             "sweep": meta.sweep, "panel": "", "group": curve, "x": size, "y": y_name,
             "exponent": fit.exponent, "ci_low": fit.ci_low, "ci_high": fit.ci_high, "n_points": fit.n_points,

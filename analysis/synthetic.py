@@ -49,7 +49,8 @@ def capacity_runs(*, sweep: str = "syn_capacity", ns=(8, 16, 32, 64, 128), curve
     rng = np.random.default_rng(rng)
     theory = {f"{curve_col}={d}": b for d, (_, b) in curves.items()} if theory is None else theory
     meta = {"search.kind": "capacity", "search.param": param, "search.success": "fit/success",
-            "search.quorum": quorum, "search.ladder_size": hi - lo + 1, "report.kind": "capacity", "report.x": "task.n", "report.curve_by": curve_col,
+            "search.quorum": quorum, "search.ladder_size": hi - lo + 1, "report.kind": "capacity", "report.x": "task.n",
+            "report.curve_by": curve_col,
             "report.panel_by": "", "report.theory": json.dumps(theory), "report.y": "", "report.select": ""}
     rows = []
     for d, (c, b) in curves.items():
@@ -57,7 +58,7 @@ def capacity_runs(*, sweep: str = "syn_capacity", ns=(8, 16, 32, 64, 128), curve
             m_s = c * n ** b * np.exp(sigma * rng.standard_normal(seeds))
             group = f"{curve_col}={d},task.n={n}"
 
-            def probe(m: int) -> bool:
+            def probe(m: int, m_s=m_s, n=n, d=d, group=group) -> bool:
                 ok = 0
                 for s in range(seeds):
                     diverged = rng.random() < p_diverge

@@ -104,7 +104,8 @@ def side_packed(args, work: Path, extra: list[str] = ()) -> dict:
     ran_on = sorted({f"{r.get('device', 'cpu')}/{r.get('kernels_impl', '?')}" for r in rows})
     return {"rows": rows, "wall_s": wall, "ray_init_s": init_s, "memory": mem.peak, "counts": counts,
             "settings": f"sweeps.runner.run_sweep, execution.worker={worker}, cpus_per_trial={ex.cpus_per_trial}, "
-                        f"gpus_per_trial={getattr(ex, 'gpus_per_trial', 0)}, pack_size={ex.pack_size or 'auto'}, max_waste={ex.max_waste}; "
+                        f"gpus_per_trial={getattr(ex, 'gpus_per_trial', 0)}, pack_size={ex.pack_size or 'auto'}, "
+                        f"max_waste={ex.max_waste}; "
                         f"device/kernels: {', '.join(ran_on)}; Ray Train runs launched: {train_runs}"}
 
 

@@ -1,4 +1,5 @@
-"""Checkpoints: what a member trained, as safetensors bytes, and the frozen base a later sweep builds from it.
+"""Checkpoints: what a member trained, as safetensors bytes (the frozen base a later sweep builds from one is
+`ftcore.pack.load_base`).
 
 A member trained with `train.save: final` leaves its *trainable* state only: for every trainable parameter p of
 the adapted model, its own slice p[e] (padded entries included: a rank-r member of a pack padded to R keeps the
@@ -20,12 +21,10 @@ writes the bytes (atomically, local or URI) and resolves `model.from` selectors.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import re
 import struct
-from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -33,7 +32,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from ftcore.config import MemberConfig, ModelFrom, member_from_dict
+from ftcore.config import MemberConfig, ModelFrom
 from ftcore.tokenizers import is_hf
 
 FORMAT, VERSION = "ftcore.member_state", "1"
@@ -103,36 +102,6 @@ def read_bytes(path: str) -> bytes:
     fs, where = pafs.FileSystem.from_uri(path)
     with fs.open_input_stream(where) as f:
         return f.read()
-
-
-# --------------------------------------------------------------------------- rebuilding a base
-_CACHE: OrderedDict[tuple[str, str], nn.Module] = OrderedDict()
-_CACHE_SIZE = 2
-
-
-def load_base(source: ModelFrom) -> nn.Module:
-    """The frozen base a member with `model.from` trains on: the source run's trained model merged, leading
-    member dim 1, on the CPU (a fresh copy each call; the merged base is cached per process, since compaction
-    and the next packs of a trial rebuild packs over the same base)."""
-    key = (source.run_id, source.dir)
-    if key not in _CACHE:
-        _CACHE[key] = rebuild(*from_bytes(read_bytes(checkpoint_path(source))), expect=source.run_id)
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    _CACHE.move_to_end(key)
-    return copy.deepcopy(_CACHE[key])
-
-
-def rebuild(meta: dict[str, str], state: dict[str, torch.Tensor], expect: str | None = None) -> nn.Module:
-    """Checkpoint -> merged base (1, ...): the source's one-member pack with its trained state copied in."""
-    from ftcore.fit import build_pack          # fit builds packs through this module: import at call time
-    member = member_from_dict(json.loads(meta["config"]))
-    if expect is not None and meta.get("run_id") != expect:
-        raise ValueError(f"model.from: checkpoint of run {meta.get('run_id')!r} found where run {expect!r} was expected")
-    dtype = torch.float64 if any(t.dtype == torch.float64 for t in state.values()) else torch.float32
-    _, model = build_pack([member], dtype, "cpu")
-    load_state(model, state)
-    return model.merged_base()
 
 
 @torch.no_grad()

@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ftcore.batching import BATCHINGS, TASK_DEFAULT, check_selection
+from ftcore.fields import check, coerce, convert
 from ftcore.registry import ADAPTERS, MODELS, TASKS
 
 METHODS = ("adam", "sgd", "construction")
@@ -22,12 +24,6 @@ SAVES = ("none", "final")
 # flat columns that do not enter the run_id: where a base's files lie and whether a checkpoint is written
 # change no number of the run (its base's identity is `model.from.run_id`)
 NOT_HASHED = ("model.from.dir", "train.save")
-
-
-def check(cond: bool, name: str, allowed: str, value: Any) -> None:
-    """Raise the one-line ValueError every config uses: field, what is allowed, what was given."""
-    if not cond:
-        raise ValueError(f"{name}: must be {allowed} (got {value!r})")
 
 
 @dataclass
@@ -55,8 +51,6 @@ class TrainConfig:
         check(self.weight_decay >= 0, "train.weight_decay", ">= 0", self.weight_decay)
         check(self.grad_clip >= 0, "train.grad_clip", ">= 0 (0 = off)", self.grad_clip)
         check(self.eval_every >= 1, "train.eval_every", ">= 1", self.eval_every)
-        # lazy: the strategies import this module
-        from ftcore.batching import BATCHINGS, TASK_DEFAULT
         names = (TASK_DEFAULT,) + tuple(sorted(BATCHINGS))
         check(self.batch_selection in names, "train.batch_selection", f"one of {', '.join(names)}", self.batch_selection)
         check(self.selection_k >= 0, "train.selection_k", ">= 0 (0 = all N at once)", self.selection_k)
@@ -99,7 +93,6 @@ class MemberConfig:
               self.task.name)
         adapter_cls.check_compatible(self.adapter, self.model, task_cls.io_dims(self.task, self.model))
         task_cls.check_compatible(self.task, self.model, self.adapter, self.train)
-        from ftcore.batching import check_selection
         check_selection(task_cls, self.task, self.train)
 
     def flat(self) -> dict[str, Any]:
@@ -138,41 +131,33 @@ class MemberConfig:
 
 
 def section_config(registry, section: str, values: dict) -> Any:
-    """Build a registry entry's Config from a dict, refusing unknown keys (with the valid ones)."""
-    values = dict(values)
+    """A registry entry's Config from a dict, typed by `ftcore.fields.coerce` (unknown keys refused, valid ones named)."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{section}: must be a mapping of {section} fields (got {values!r})")
     name = values.get("name")
     check(isinstance(name, str), f"{section}.name", f"one of {', '.join(sorted(registry))}", name)
-    cls = registry.get_entry(name).Config
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"{section}.{unknown[0]}: unknown key for {section} '{name}'; valid: {', '.join(sorted(known))}")
-    return cls(**values)
+    return coerce(registry.get_entry(name).Config, values, section)
 
 
 def member_from_dict(d: dict) -> MemberConfig:
-    """Nested dict {model: {...}, adapter: {...}, task: {...}, train: {...}, seed} -> validated MemberConfig.
+    """Nested dict {model: {...}, adapter: {...}, task: {...}, train: {...}, seed} -> validated MemberConfig: the one
+    place a member's values are typed (`coerce`: "3" -> 3 for an int field, "1e-3" -> 0.001 for a float one).
     `model.from: {run_id, dir}` (a resolved trained base) becomes `source`."""
     top = sorted(set(d) - {"model", "adapter", "task", "train", "seed"})
     if top:
         raise ValueError(f"{top[0]}: unknown key; valid: adapter, model, seed, task, train")
-    train = dict(d.get("train", {}))
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    bad = sorted(set(train) - known)
-    if bad:
-        raise ValueError(f"train.{bad[0]}: unknown key; valid: {', '.join(sorted(known))}")
     model = dict(d.get("model", {}))
     source = model.pop("from", None)
     if source is not None:
         keys = set(source) if isinstance(source, dict) else set()
         check(keys == {"run_id", "dir"}, "model.from", "a resolved {run_id, dir} (a best/where selector is resolved "
               "by the sweep layer)", source)
-        source = ModelFrom(**source)
+        source = coerce(ModelFrom, source, "model.from")
     return MemberConfig(
         model=section_config(MODELS, "model", model),
         adapter=section_config(ADAPTERS, "adapter", d.get("adapter", {})),
         task=section_config(TASKS, "task", d.get("task", {})),
-        train=TrainConfig(**train),
-        seed=int(d.get("seed", 0)),
+        train=coerce(TrainConfig, d.get("train", {}), "train"),
+        seed=convert(int, d.get("seed", 0), "seed"),
         source=source,
     )

@@ -6,11 +6,15 @@ weight decay, early stop and divergence mask:
 * a member whose task success metric becomes true (e.g. `fit/success`) stops: frozen from then on,
   its final metrics are those at that evaluation (`train.early_stop`);
 * a member whose loss or metrics become NaN/inf is marked `diverged` and frozen; the others go on;
+* a member that `on_eval` names at an evaluation is marked `pruned` and frozen (a pruner: sweeps/pruners.py);
 * the loop ends when no member is active or the step budget is spent.
 
 `train.method: construction` runs the task's exact construction in float64 instead of training; `train.method:
 sgd` uses plain SGD. `train.batch_selection` (ftcore.batching) picks each step's mini-batch for tasks that support it.
-No Ray here: progress goes through the single `report(step, info)` callable. `dp` (ftcore.distributed) trains
+No Ray here: progress goes through the single `report(step, info)` callable, and each evaluation's rows through
+`on_eval(step, rows) -> members to prune` (rows: {member index in `members`: its curve row}, for every member
+evaluated at this step, including one that just succeeded or diverged; a returned member that is still training
+stops with status `pruned`). `dp` (ftcore.distributed) trains
 the pack data-parallel: each rank its rows of every member's batch, gradients and losses summed over ranks.
 """
 from __future__ import annotations
@@ -23,20 +27,18 @@ import torch
 import ftcore.adapters  # noqa: F401  (registers adapters)
 import ftcore.models  # noqa: F401
 import ftcore.tasks  # noqa: F401
-from ftcore.adapters.base import build_adapter
 from ftcore.batching import make_batcher
-from ftcore.checkpoint import load_base, member_state
+from ftcore.checkpoint import member_state
 from ftcore.config import MemberConfig
 from ftcore.optim import PackedAdamW
-from ftcore.registry import TASKS
-from ftcore.seeding import generators
+from ftcore.pack import build_pack, check_pack  # noqa: F401  (check_pack: part of this module's API)
 from ftcore.sgd import PackedSGD
 
 
 @dataclass
 class MemberResult:
     run_id: str
-    status: str                       # ok | diverged | failed
+    status: str                       # ok | diverged | pruned (failed: a trial's, set by the sweep layer)
     metrics: dict[str, float]         # final metrics (slash names)
     steps: int                        # optimizer steps this member took
     n_trainable: int
@@ -49,28 +51,8 @@ def schedule(kind: str, step: int, steps: int) -> float:
     return 1.0 if kind == "constant" else 0.5 * (1 + math.cos(math.pi * step / max(steps, 1)))
 
 
-def check_pack(members: list[MemberConfig]) -> None:
-    keys = {m.pack_key() for m in members}
-    if len(keys) != 1:
-        raise ValueError("a pack's members must agree outside their per-member fields (seed, lr, rank, ...)")
-
-
-def build_pack(members: list[MemberConfig], dtype: torch.dtype, device: torch.device | str = "cpu"):
-    """-> (task, adapted model) for the pack, in `dtype` on `device` (built on the CPU from the members'
-    generators, then moved, so a member's numbers do not depend on the device it trains on)."""
-    c0, seeds = members[0], [m.seed for m in members]
-    task = TASKS.get_entry(c0.task.name)([m.task for m in members], c0.model, seeds)
-    base = task.build_base()                  # also the task's data
-    if c0.source is not None:                 # model.from: the trained base, one (1, ...) copy shared by the pack
-        base = load_base(c0.source).to(torch.float32)     # built like the task's own base, cast with the pack below
-        task.use_base(base)                                # tasks whose labels derive from the base
-    in_dim, out_dim = task.io_dims(c0.task, c0.model)
-    model = build_adapter([m.adapter for m in members], base, in_dim, out_dim, generators(seeds, "adapter"))
-    model.run_ids = [m.run_id() for m in members]     # pack position -> run_id (states of members compacted away)
-    return task.to(dtype, device), model.to(device, dtype)
-
-
-def fit(members: list[MemberConfig], report=None, device: torch.device | str = "cpu", dp=None) -> list[MemberResult]:
+def fit(members: list[MemberConfig], report=None, device: torch.device | str = "cpu", dp=None,
+        on_eval=None) -> list[MemberResult]:
     check_pack(members)
     c0, E = members[0], len(members)
     construction = c0.train.method == "construction"
@@ -98,15 +80,19 @@ def fit(members: list[MemberConfig], report=None, device: torch.device | str = "
                 metrics["train/loss"] = last_loss.to(next(iter(metrics.values())))
             finite = torch.stack([v.isfinite() for v in metrics.values()]).all(0).tolist()
             values = {k: v.tolist() for k, v in metrics.items()}          # one device->host copy per metric
+            evaluated = {}
             for i in torch.nonzero(active).flatten().tolist():
                 e = live[i]
                 row = {k: v[i] for k, v in values.items()}
                 curves[e].append({"step": step, **row})
-                final[e] = row
+                final[e] = evaluated[e] = row
                 if not finite[i]:
                     status[e], stopped[e], active[i] = "diverged", step, False
                 elif success_key and row.get(success_key, 0.0) > 0.5:
                     stopped[e], active[i] = step, False
+            if on_eval is not None and evaluated:
+                prune(on_eval(step, {e: {"step": step, **row} for e, row in evaluated.items()}) or (),
+                      live, active, status, stopped, step)
             if report is not None:
                 report(step, {"active": int(active.sum()), "of": E, "pack": len(live)})
             if step == steps or not bool(active.any()):
@@ -135,6 +121,16 @@ def fit(members: list[MemberConfig], report=None, device: torch.device | str = "
     states = saved_states(members, live, model)
     return [MemberResult(m.run_id(), status[e], final[e], stopped[e], n_tr[e], curves[e], states[e])
             for e, m in enumerate(members)]
+
+
+def prune(members_out, live: list[int], active: torch.Tensor, status: list[str], stopped: list[int],
+          step: int) -> None:
+    """Stop the members (indices into `members`) that a pruner named, if still training: status `pruned`."""
+    position = {e: i for i, e in enumerate(live)}
+    for e in members_out:
+        i = position.get(e)
+        if i is not None and bool(active[i]):
+            status[e], stopped[e], active[i] = "pruned", step, False
 
 
 def saved_states(members: list[MemberConfig], live: list[int], model) -> list[dict | None]:

@@ -29,7 +29,7 @@ def shares_base(member: MemberConfig) -> bool:
 
 def footprint(member: MemberConfig) -> tuple[int, int]:
     """(bytes paid once per pack, bytes per member) for packs of members like `member`."""
-    from ftcore.fit import build_pack
+    from ftcore.pack import build_pack
     dtype = torch.float64 if member.train.method == "construction" else torch.float32
     task, model = build_pack([member], dtype)
     shared = sum(_nbytes(p) for p in model.base.parameters()) if shares_base(member) else 0

@@ -9,9 +9,9 @@ from __future__ import annotations
 class Registry(dict):
     """A dict of name -> class that refuses unknown names with the list of valid ones."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, key: str = "name"):
         super().__init__()
-        self.kind = kind
+        self.kind, self.key = kind, key       # the config field that names an entry (`model.name`, `search.kind`)
 
     def register(self, name: str):
         def deco(cls):
@@ -24,7 +24,7 @@ class Registry(dict):
 
     def get_entry(self, name: str):
         if name not in self:
-            raise ValueError(f"{self.kind}.name: unknown {self.kind} '{name}'; valid: {', '.join(sorted(self))}")
+            raise ValueError(f"{self.kind}.{self.key}: unknown {self.kind} '{name}'; valid: {', '.join(sorted(self))}")
         return self[name]
 
 

@@ -34,9 +34,9 @@ dtype; fp32 inputs use 3xTF32 dots, or one TF32 pass when torch allows TF32 (get
 from __future__ import annotations
 
 import torch
-from ftkernels._compat import tl, triton
 
 from ftkernels import dispatch
+from ftkernels._compat import tl, triton
 
 RT = 16                 # rank tile (columns per slot)
 SLOTS = 4               # rank-tile slots per member (z0..z3 in the kernels)

@@ -36,8 +36,8 @@ No autograd.Function: an optimizer step is an in-place update under no_grad, not
 from __future__ import annotations
 
 import torch
-from ftkernels._compat import tl, triton
 
+from ftkernels._compat import tl, triton
 from ftkernels.dispatch import use_triton
 
 BLOCK = 1024            # columns per program (update) / per loop iteration (norm)

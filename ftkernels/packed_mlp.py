@@ -45,9 +45,9 @@ bf16 is compiled (AOT) but wrong in the interpreter (DESIGN.md §6), so tests co
 from __future__ import annotations
 
 import torch
-from ftkernels._compat import tl, triton
 
 from ftkernels import dispatch
+from ftkernels._compat import tl, triton
 
 BLOCK_B = 32         # rows per tile / per B-loop step
 BLOCK_K = 32         # fan_in chunk (K-loop in the pre-activation; grid dim of the backward kernels)
@@ -362,7 +362,7 @@ def aot_configs() -> list[dict]:
                 c = {"BLOCK_B": BLOCK_B, "BLOCK_K": BLOCK_K, "BLOCK_H": HMAX, **({"BLOCK_O": bo} if has_o else {}),
                      "PREC": prec}
                 sig = {p: ("*fp32" if p == "m_ptr" else dt) for p in ptrs}       # masks are always fp32
-                sig.update({i: "i32" for i in ints})
-                sig.update({k: "constexpr" for k in c})
+                sig.update(dict.fromkeys(ints, "i32"))
+                sig.update(dict.fromkeys(c, "constexpr"))
                 cfgs.append({"fn": fn, "signature": sig, "constexprs": c, **LAUNCH})
     return cfgs

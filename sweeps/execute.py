@@ -1,9 +1,10 @@
 """Run one Tune trial's packs inside a worker and write their records (no Ray in this module).
 
 A trial payload is a list of packs, each a list of member payloads {"config": nested member config,
-"meta": {group, round, ...}}. Each pack is trained by `ftcore.fit`; every member gets its row in
-`runs/`, its curve in `curves/` (one Parquet part per trial, written atomically by the sink, so a retried
-trial replaces its own part) and its TensorBoard run. The rows are returned for the searcher.
+"meta": {group, round, ...}, "tb": TensorBoard run name}, typed once at the trial's entry (`Probe.from_payload`).
+Each pack is trained by `ftcore.fit`; every member gets its row in `runs/`, its curve in `curves/` (one Parquet
+part per trial, written atomically by the sink, so a retried trial replaces its own part) and its TensorBoard run,
+written live at every evaluation (sweeps.tensorboard). The rows are returned for the searcher.
 """
 from __future__ import annotations
 
@@ -16,13 +17,16 @@ import torch
 
 import ftcore
 from ftcore import checkpoint
-from ftcore.config import member_from_dict
 from ftcore.footprint import max_members
 from ftkernels.dispatch import impl_for
 from sweeps.plan import member_cost
+from sweeps.probe import Probe
+from sweeps.pruners import make_pruner
 from sweeps.sink import SCHEMA_VERSION, ResultSink
 from sweeps.storage import Location, join
-from sweeps.tensorboard import write_run_events
+from sweeps.tensorboard import LiveRun
+
+HPARAM_SECTIONS = ("model", "adapter", "task", "train")     # a member's config columns in TensorBoard
 
 
 def _versions() -> dict:
@@ -38,9 +42,10 @@ def _clean(v):
     return None if isinstance(v, float) and math.isnan(v) else v
 
 
-def record_head(payload: dict, member, sweep_meta: dict, trial_id: str) -> dict:
+def record_head(probe: Probe, sweep_meta: dict, trial_id: str) -> dict:
     """The columns every runs row starts with (DESIGN.md §4): id, sweep/search meta, probe meta, config."""
-    return {"run_id": member.run_id(), **sweep_meta, "trial_id": trial_id, **payload["meta"], **member.flat(),
+    m = probe.member
+    return {"run_id": m.run_id(), **sweep_meta, "trial_id": trial_id, **probe.meta, **m.flat(),
             "schema_version": SCHEMA_VERSION}
 
 
@@ -71,21 +76,23 @@ def throttled(progress, where: dict, steps: int, every_s: float | None = None):
     return report
 
 
-def run_pack(pack: list[dict], sweep_meta: dict, trial_id: str, device: str = "cpu",
-             report=None, where: dict | None = None, dp=None, out_dir: str | None = None) -> tuple[list[dict], list[dict]]:
+def run_pack(pack: list[Probe], sweep_meta: dict, trial_id: str, device: str = "cpu",
+             report=None, where: dict | None = None, dp=None, out_dir: str | None = None,
+             on_eval=None) -> tuple[list[dict], list[dict]]:
     """Train one pack (data-parallel over `dp`'s ranks if given: ftcore.distributed); its runs rows (`where`:
     columns naming the worker, e.g. the Ray node id) and curves. Members with `train.save: final` get their
-    checkpoint written under `out_dir` (when given) and named in their row's `checkpoint`."""
-    members = [member_from_dict(p["config"]) for p in pack]
+    checkpoint written under `out_dir` (when given) and named in their row's `checkpoint`. `on_eval`: fit's
+    evaluation hook (`eval_hook`)."""
+    members = [p.member for p in pack]
     t0 = time.perf_counter()
-    results = ftcore.fit(members, report=report, device=device, dp=dp)
+    results = ftcore.fit(members, report=report, device=device, dp=dp, on_eval=on_eval)
     wall = time.perf_counter() - t0
     env = {"kernels_impl": impl_for(device), "device": device, "node": platform.node(), **(where or {}),
            **_versions()}
     runs, curves = [], []
     for p, m, r in zip(pack, members, results):
         ckpt = write_checkpoint(out_dir, m, r.state) if out_dir is not None and r.state is not None else None
-        runs.append({**record_head(p, m, sweep_meta, trial_id), **{k: _clean(v) for k, v in r.metrics.items()},
+        runs.append({**record_head(p, sweep_meta, trial_id), **{k: _clean(v) for k, v in r.metrics.items()},
                      "status": r.status, "steps": r.steps, "n_trainable": r.n_trainable, "checkpoint": ckpt,
                      "wall_s": wall / len(members), "pack_size": len(members), **env})
         curves += [{"run_id": r.run_id, **{k: _clean(v) for k, v in row.items()}} for row in r.curve]
@@ -102,11 +109,11 @@ def write_checkpoint(out_dir: str, member, state: dict) -> str:
     return rel
 
 
-def split_for_memory(pack: list[dict], budget_bytes: float | None) -> list[list[dict]]:
+def split_for_memory(pack: list[Probe], budget_bytes: float | None) -> list[list[Probe]]:
     """Cut a pack into packs whose padded footprint (E × the largest member's bytes) fits the budget."""
     if not budget_bytes:
         return [pack]
-    members = [member_from_dict(p["config"]) for p in pack]
+    members = [p.member for p in pack]
     largest = max(range(len(pack)), key=lambda i: member_cost(members[i]))
     cap = max_members(members[largest], budget_bytes)
     return [pack[i:i + cap] for i in range(0, len(pack), cap)]
@@ -124,40 +131,81 @@ def sink_for(out_dir: str) -> ResultSink:
     return _SINKS[out_dir]
 
 
+def eval_hook(pack: list[Probe], pruner: dict | None, live: list[LiveRun] | None = None):
+    """fit's `on_eval` for one pack: each evaluated member's row appended to its live TensorBoard run (`live`,
+    in pack order; None: nothing written), then the search's pruner (sweeps.pruners) asked; its answer is the
+    hook's. None when nothing listens."""
+    prune = make_pruner(pruner, pack)
+    if not live:
+        return prune
+
+    def on_eval(step: int, rows: dict[int, dict]):
+        for e, row in rows.items():
+            live[e].add(row)
+        return prune(step, rows) if prune is not None else None
+    return on_eval
+
+
 def execute_trial(packs: list[list[dict]], out_dir: str, trial_id: str, sweep_meta: dict,
                   device: str = "cpu", budget_bytes: float | None = None, progress=None,
-                  where: dict | None = None, dp=None) -> list[dict]:
+                  where: dict | None = None, dp=None, pruner: dict | None = None) -> list[dict]:
     """Train a trial's packs one after another on `device`, each cut to fit `budget_bytes`; write the records.
     `progress(dict)`, if given, hears where a long pack is (throttled: `throttled`); `where` is added to
     every runs row. With `dp` (data parallel, ftcore.distributed) every rank trains every pack (the same cut:
-    same budget) and only rank 0 writes."""
+    same budget) and only rank 0 writes. `pruner`: the search's pruner payload (SearchConfig.pruner_payload)."""
     runs, curves = [], []
     writer = dp is None or dp.rank == 0
-    parts = [part for pack in packs for part in split_for_memory(pack, budget_bytes)]
+    typed = [[Probe.from_payload(p) for p in pack] for pack in packs]      # the one parse on this side
+    names = tensorboard_names(packs, typed)
+    parts = [part for pack in typed for part in split_for_memory(pack, budget_bytes)]
     for i, pack in enumerate(parts):
-        steps = member_from_dict(pack[0]["config"]).train.steps
+        steps = pack[0].member.train.steps
         report = throttled(progress, {"pack": i + 1, "packs": len(parts)}, steps)
-        r, c = run_pack(pack, sweep_meta, trial_id, device, report, where, dp, out_dir if writer else None)
+        live = live_runs(join(out_dir, "tb"), pack, names) if writer else None
+        try:
+            r, c = run_pack(pack, sweep_meta, trial_id, device, report, where, dp, out_dir if writer else None,
+                            eval_hook(pack, pruner, live))
+        except BaseException:
+            for run in live or ():
+                run.abort()                         # no session end: the trial's retry starts these runs anew
+            raise
         runs += r
         curves += c
+        if live:
+            write_tensorboard(live, r)
     if writer:
-        sink_for(out_dir).write_pack(trial_id, runs, curves)
-        write_tensorboard(join(out_dir, "tb"), runs, curves)
+        sink_for(out_dir).write_trial(trial_id, runs, curves)     # part <trial>.<driver token>: sweeps.part_names
     return runs
 
 
-def write_tensorboard(tb_root: str, runs: list[dict], curves: list[dict]) -> None:
-    by_run: dict[str, list[dict]] = {}
-    for c in curves:
-        by_run.setdefault(c["run_id"], []).append({k: v for k, v in c.items() if k != "run_id"})
-    for row in runs:
-        hparams = {k: v for k, v in row.items() if k.split(".")[0] in ("model", "adapter", "task", "train") or k == "seed"}
-        final = {k: v for k, v in row.items() if "/" in k and isinstance(v, (int, float))}
-        write_run_events(tb_root, row["run_id"], by_run.get(row["run_id"], []), hparams, final,
-                         status=row["status"], group=row.get("group", ""))
+def tensorboard_names(packs: list[list[dict]], typed: list[list[Probe]]) -> dict[str, str]:
+    """run_id -> TensorBoard run name: the driver's (payload key "tb", sweeps.tensorboard.RunNames), else the
+    run_id (a payload built without a driver)."""
+    return {t.member.run_id(): p.get("tb") or t.member.run_id()
+            for pack, tpack in zip(packs, typed) for p, t in zip(pack, tpack)}
 
 
-def failed_rows(packs: list[list[dict]], sweep_meta: dict, trial_id: str, reason: str) -> list[dict]:
+def live_runs(tb_root: str, pack: list[Probe], names: dict[str, str]) -> list[LiveRun]:
+    """One live TensorBoard run per member of `pack` (sweeps.tensorboard.LiveRun): hparams are the member's
+    config columns, its seed and its run_id; the seeds of one configuration share a session group (the run
+    name without its seed component; the probe's grid point for a name without one)."""
+    runs = []
+    for p in pack:
+        run_id = p.member.run_id()
+        name = names.get(run_id, run_id)
+        hparams = {k: v for k, v in p.member.flat().items() if k.split(".")[0] in HPARAM_SECTIONS or k == "seed"}
+        group = name.rsplit("/", 1)[0] if "/" in name else p.meta.get("group", "")
+        runs.append(LiveRun(tb_root, name, {**hparams, "run_id": run_id}, group=group))
+    return runs
+
+
+def write_tensorboard(live: list[LiveRun], rows: list[dict]) -> None:
+    """End each member's run with its row's final metrics (slash-named numbers) and status."""
+    for run, row in zip(live, rows):
+        run.close({k: v for k, v in row.items() if "/" in k and isinstance(v, (int, float))}, row["status"])
+
+
+def failed_rows(packs: list[list[Probe]], sweep_meta: dict, trial_id: str, reason: str) -> list[dict]:
     """Rows for members of a trial that failed after all retries: status `failed`, no metrics."""
-    return [{**record_head(p, member_from_dict(p["config"]), sweep_meta, trial_id),
+    return [{**record_head(p, sweep_meta, trial_id),
              "status": "failed", "error": reason[:500]} for pack in packs for p in pack]

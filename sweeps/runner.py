@@ -14,6 +14,7 @@ search (grid, capacity; Optuna with per-trial seeds) takes the decisions of the 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import signal
@@ -25,24 +26,24 @@ import ray
 import ray.tune
 from ray.tune.search import Searcher
 
+from analysis.powerlaw import fit_powerlaw
 from sweeps.execute import failed_rows
+from sweeps.grid import group_label
 from sweeps.plan import plan_trials
-from sweeps.search.base import make_search
+from sweeps.probe import Probe
+from sweeps.search.capacity import CapacitySearch
+from sweeps.search.kinds import make_search
 from sweeps.shared_storage import unshared_nodes
 from sweeps.sink import ResultSink
 from sweeps.spec import SpecError, SweepSpec
 from sweeps.storage import is_uri, join
+from sweeps.tensorboard import RunNames, SweepScalars, run_name, write_experiment_config
 from sweeps.trainable import trainable_for
 
 
 def sweep_meta(spec: SweepSpec) -> dict:
-    """Columns every run row of this sweep carries (search and report hints for `analysis`)."""
-    s, r = spec.search, spec.report
-    ladder = len(s.ladder_values()) if s.kind == "capacity" else None
-    return {"sweep": spec.name, "search.kind": s.kind, "search.param": s.param, "search.success": s.success,
-            "search.quorum": s.quorum, "search.ladder_size": ladder, "report.kind": r.kind, "report.x": r.x, "report.y": r.y,
-            "report.select": r.select, "report.curve_by": ",".join(r.curve_by),
-            "report.panel_by": ",".join(r.panel_by), "report.theory": json.dumps(r.theory)}
+    """Columns every run row of this sweep carries (search and report hints for `analysis`), each section's own."""
+    return {"sweep": spec.name, **spec.search.columns(), **spec.report.columns()}
 
 
 class PackSearcher(Searcher):
@@ -56,12 +57,14 @@ class PackSearcher(Searcher):
         self.mismatch = False                 # resume: round 1 matches none of the recorded runs
         self.search = make_search(spec, out_dir)
         self.meta = sweep_meta(spec)
-        self.queue: list[list] = []
-        self.outstanding: dict[str, list] = {}
+        self.queue: list[list[list[Probe]]] = []          # trials, each a list of packs of probes
+        self.outstanding: dict[str, list[list[Probe]]] = {}
         self.round_rows: list[dict] = []
         self.finished = False
         self.t0 = time.time()
         self.done_runs = 0
+        self.ok_runs = 0
+        self.board = SweepBoard(spec, self.out, progress)
 
     def set_search_properties(self, metric, mode, config, **spec):
         return True
@@ -79,10 +82,12 @@ class PackSearcher(Searcher):
         while True:
             if self.search.round:
                 self.search.record(self.round_rows)
+                self.board.round_done(self.search, self.done_runs)
             probes = self.search.next_round()
             if probes is None:
                 self.finished = True
                 return
+            self.board.name(probes)        # every probe, recorded ones too: the same names on resume
             todo = [p for p in probes if p.member.run_id() not in self.recorded]
             if (self.search.round == 1 and self.search.same_first_round and self.recorded
                     and len(todo) == len(probes)):
@@ -102,7 +107,7 @@ class PackSearcher(Searcher):
         ex = self.spec.execution
         trials = plan_trials(members, self.n_slots, ex.pack_size or auto_pack_size(len(members), self.n_slots),
                              ex.max_waste, ex.pack_overhead)
-        self.queue = [[[probes[i].payload() for i in pack] for pack in trial] for trial in trials]
+        self.queue = [[[probes[i] for i in pack] for pack in trial] for trial in trials]
         groups = len({p.meta["group"] for p in probes})
         self.progress(f"round {self.search.round}: {len(probes)} runs ({groups} groups) in {len(trials)} trial(s), "
                       f"{sum(len(t) for t in trials)} pack(s) | {self._elapsed()}")
@@ -123,9 +128,11 @@ class PackSearcher(Searcher):
         packs = self.queue.pop(0)
         self.outstanding[trial_id] = packs
         ex = self.spec.execution
-        return {"packs": packs, "out": self.out, "storage": join(self.out, "ray"), "cpus": ex.cpus_per_trial,
+        return {"packs": [[{**p.payload(), "tb": self.board.names.by_id[p.member.run_id()]} for p in pack]
+                          for pack in packs], "out": self.out,
+                "storage": join(self.out, "ray"), "cpus": ex.cpus_per_trial,
                 "threads": ex.cpus_per_trial, "gpus": ex.gpus_per_trial, "workers": ex.workers_per_trial,
-                "memory_fraction": ex.memory_fraction,
+                "memory_fraction": ex.memory_fraction, "pruner": self.spec.search.pruner_payload(),
                 "budget_bytes": self.budget_bytes, "sweep_meta": self.meta}
 
     def on_trial_result(self, trial_id, result):
@@ -140,21 +147,135 @@ class PackSearcher(Searcher):
             return
         if error or not result or "rows" not in result:
             rows = failed_rows(packs, self.meta, trial_id, "trial failed after retries")
-            ResultSink(self.out).write_pack(f"{trial_id}-failed", rows, [])
+            ResultSink(self.out).write_trial(trial_id, rows, [], failed=True)     # part <trial>.<driver>-failed
         else:
             rows = json.loads(result["rows"])
         self.round_rows += rows
         self.done_runs += len(rows)
         ok = sum(r.get("status") == "ok" for r in rows)
+        self.ok_runs += ok
+        self.board.trial_done(rows, self.done_runs, self.ok_runs, self.search.round)
         self.progress(f"  trial {trial_id}: {len(rows)} runs ({ok} ok) | total {self.done_runs} runs | {self._elapsed()}")
+
+
+class SweepBoard:
+    """The driver's TensorBoard side (sweeps.tensorboard): run names (`RunNames`, handed to the workers in each
+    member's payload), the sweep's HParams experiment config at DIR/tb (its hparam domains from the axes and the
+    search; its metrics the search's, completed from the first rows) and sweep-level scalars at DIR/tb/sweep,
+    stepped by runs done: `sweep/runs_done`, `sweep/runs_ok`, `sweep/round` after each trial; after each round of
+    a capacity search `search/thresholds_found`, `search/groups_censored`, `search/groups_open`,
+    `threshold/<group>` per group found, and `search/exponent[/<curve>]`: the power-law slope of the found
+    thresholds against `report.x` (analysis.powerlaw.fit_powerlaw; censored groups left out), once a curve has
+    3 of them. A failing write is said once and stops the board, never the sweep."""
+
+    def __init__(self, spec: SweepSpec, out: str, progress):
+        self.spec, self.progress = spec, progress
+        self.tb = join(out, "tb")
+        self.names = RunNames()
+        self.searched = searched_domains(spec.search)
+        self.domains = {**axis_domains(spec), **self.searched, "seed": spec.seed_list(), "run_id": str}
+        self.metrics = dict.fromkeys(["train/loss", *search_metrics(spec.search)])
+        self.scalars = SweepScalars(self.tb)
+        self.ok = True
+        self._write(self._config)
+
+    def name(self, probes: list[Probe]) -> None:
+        for p in probes:
+            flat = p.member.flat()
+            visible = run_name(p.meta.get("group", ""), {k: flat.get(k) for k in self.searched}, p.member.seed)
+            self.names.name(p.member.run_id(), visible)
+
+    def trial_done(self, rows: list[dict], done: int, ok: int, round_: int) -> None:
+        new = [k for r in rows for k, v in r.items() if "/" in k and k not in self.metrics and isinstance(v, (int, float))]
+        if new:
+            self.metrics.update(dict.fromkeys(new))
+            self._write(self._config)
+        self._write(lambda: self.scalars.add(done, {"sweep/runs_done": done, "sweep/runs_ok": ok,
+                                                    "sweep/round": round_}))
+
+    def round_done(self, search, done: int) -> None:
+        cap = getattr(search, "search", None)
+        if isinstance(cap, CapacitySearch):
+            self._write(lambda: self.scalars.add(done, capacity_scalars(cap, self.spec)))
+
+    def close(self) -> None:
+        self.scalars.close()
+
+    def _config(self) -> None:
+        write_experiment_config(self.tb, self.domains, {t: t.replace("/", " ").replace("_", " ") for t in self.metrics})
+
+    def _write(self, action) -> None:
+        if not self.ok:
+            return
+        try:
+            action()
+        except OSError as e:
+            self.ok = False
+            self.progress(f"TensorBoard: sweep-level events not written from now on ({e})")
+
+
+def axis_domains(spec: SweepSpec) -> dict[str, list]:
+    """Each axis column's values in grid order; a section-valued axis gives one column per key of its mappings."""
+    domains: dict[str, list] = {}
+    for point in spec.grid_points():
+        for k, v in point.items():
+            for key, u in ({f"{k}.{f}": u for f, u in v.items()} if isinstance(v, dict) else {k: v}).items():
+                values = domains.setdefault(key, [])
+                u = str(u) if isinstance(u, (list, dict)) else u
+                if not any(u == w and type(u) is type(w) for w in values):
+                    values.append(u)
+    return domains
+
+
+def searched_domains(search) -> dict:
+    """The searched columns and their domains: a capacity search's `param` (its ladder; an interval past 32
+    values), an Optuna search's `params` (an interval, or a categorical's choices)."""
+    out: dict = {}
+    if getattr(search, "param", ""):
+        ladder = list(search.ladder_values())
+        out[search.param] = ladder if len(ladder) <= 32 else (ladder[0], ladder[-1])
+    for name, p in (getattr(search, "params", None) or {}).items():
+        out[name] = list(p.choices) if p.type == "categorical" else (p.low, p.high)
+    return out
+
+
+def search_metrics(search) -> list[str]:
+    """The metrics a search reads (success metric, objectives, pruning metric), in that order."""
+    names = [search.columns().get("search.success", "")]
+    if hasattr(search, "objectives"):
+        names += [m for m, _ in search.objectives()]
+    return [n for n in dict.fromkeys(names) if n]
+
+
+def capacity_scalars(cap: CapacitySearch, spec: SweepSpec) -> dict[str, float]:
+    """After a capacity round: groups found / censored / open, each found threshold, and the exponent per curve
+    (groups sharing every axis but `report.x`) with >= 3 found thresholds."""
+    found = {g: cap.threshold(g) for g, s in cap.state.items() if s.next is None and s.ok is not None}
+    censored = sum(s.next is None and s.ok is None for s in cap.state.values())
+    out = {"search/thresholds_found": len(found), "search/groups_censored": censored,
+           "search/groups_open": sum(s.next is not None for s in cap.state.values()),
+           **{f"threshold/{g}": v for g, v in found.items()}}
+    x = spec.report.x
+    if x:
+        curves: dict[str, list[tuple[float, float]]] = {}
+        for point in spec.grid_points():
+            g = group_label(point)
+            if g in found and isinstance(point.get(x), (int, float)):
+                curves.setdefault(group_label(point, exclude=(x,)), []).append((point[x], found[g]))
+        for curve, xy in curves.items():
+            fit = fit_powerlaw([a for a, _ in xy], [b for _, b in xy]) if len(xy) >= 3 else None
+            if fit is not None and fit.ok:
+                out["search/exponent" + (f"/{curve}" if curve else "")] = fit.exponent
+    return out
 
 
 class ResumeMismatch(SpecError):
     """Resume found runs recorded in DIR, but none of them is a run of the first round that this code builds
     from DIR/spec.yaml. A grid or capacity search runs its rounds in order and its round 1 is always the same,
     so an interrupted sweep with any recorded run has recorded some of round 1: its run_ids (hashes of the
-    resolved configs) are not this code's (not checked for Optuna, whose resumed first round is a later one). That happens when the config schema changed since the sweep started (a new
-    field changes every run_id); resuming would run the whole sweep again beside the old runs."""
+    resolved configs) are not this code's (not checked for Optuna, whose resumed first round is a later one).
+    That happens when the config schema changed since the sweep started (a new field changes every run_id);
+    resuming would run the whole sweep again beside the old runs."""
 
     def __init__(self, out_dir: str, n_recorded: int):
         super().__init__(f"{out_dir}: none of its {n_recorded} recorded runs is a run this version of ftcore builds "
@@ -171,7 +292,10 @@ class SweepInterrupted(KeyboardInterrupt):
 
 
 def init_ray(address: str | None) -> bool:
-    """Connect to `address`, or start a local Ray bound to 127.0.0.1. Returns True if we started it."""
+    """Connect to `address`, or start a local Ray bound to 127.0.0.1 with token authentication (sweeps/access.py).
+    Returns True if we started it. Outputs written from here on, by this process or Ray's, are not world-writable."""
+    from sweeps.access import no_world_write, require_token_auth
+    no_world_write()
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
@@ -179,10 +303,11 @@ def init_ray(address: str | None) -> bool:
     if address:
         try:
             ray.init(address=address, logging_level="WARNING", log_to_driver=False)
-        except ConnectionError as e:          # "auto" with no cluster on this machine, a cluster gone
+        except (ConnectionError, ray.exceptions.AuthenticationError) as e:  # no cluster there; no or a wrong token
             raise SpecError(f"--address {address}: {' '.join(str(e).split())[:300]}") from None
         return False
     loopback_only()
+    require_token_auth()
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="WARNING",
              log_to_driver=False, _node_ip_address="127.0.0.1")
     return True
@@ -229,6 +354,15 @@ def sigterm_like_ctrl_c():
         return None
 
 
+def tune_loggers_off() -> None:
+    """No second TensorBoard/CSV/JSON tree under DIR/ray: Tune adds its TBX, CSV and JSON logger callbacks unless
+    TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1 when the Tuner starts (ray/tune/utils/callback.py). The results Tune
+    would read back from those files (the ResultGrid tuner.fit returns, unused here) are then missing; its
+    warning saying so is silenced. DIR/tb (sweeps.tensorboard) and the Parquet records are the sweep's outputs."""
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+
+
 def slots(ex, resources: dict) -> int:
     """Concurrent trials the cluster's resources allow: CPUs per trial, and GPUs per trial when on GPU; a trial
     of `workers_per_trial` Ray Train workers takes that many times both."""
@@ -245,11 +379,10 @@ def auto_pack_size(n_members: int, n_slots: int) -> int:
 
 
 def recorded_rows(out_dir: str) -> dict[str, dict]:
-    """Resume: the committed runs rows of `out_dir` by run_id. Parts of `failed` rows (a trial that failed
-    after its retries) are dropped first, so those runs are tried again."""
-    sink = ResultSink(out_dir)
-    sink.drop_parts("-failed")
-    return {r["run_id"]: r for r in sink.read_rows("runs")}
+    """Resume: the committed runs rows of `out_dir` by run_id, leaving out the parts of `failed` rows (a trial
+    that failed after its retries), so those runs are tried again. Reads only (creates nothing): `run_sweep`
+    deletes those parts once every check has passed, so a resume refused by a check leaves DIR as it was."""
+    return {r["run_id"]: r for r in ResultSink(out_dir, create=False).read_rows("runs", skip_suffix="-failed")}
 
 
 def run_sweep(spec: SweepSpec, out_dir: str | Path, address: str | None = None, progress=print,
@@ -258,6 +391,8 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, address: str | None = None, 
     there are not run again. `prepare()` (the CLI: create DIR, save spec.yaml) runs once Ray is up and has
     the resources a trial needs, so a mistaken address or execution section writes nothing."""
     out_dir = out_dir if is_uri(out_dir) else str(Path(out_dir).resolve())
+    from sweeps.faults import check_env
+    check_env(progress)                  # FTCORE_FAULT (tests): a bad value refused before any write; a set one named
     recorded = recorded_rows(out_dir) if resume else None
     check_address(address)
     started = init_ray(address)
@@ -277,7 +412,10 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, address: str | None = None, 
         if missing:
             raise SpecError(f"--out {out_dir}: node(s) {', '.join(missing)} cannot see this directory; on a "
                             "multi-node cluster --out must be shared storage (an NFS path) or a URI such as s3://bucket/prefix")
+        if resume:                          # after every check: the failed parts' runs are run again below
+            ResultSink(out_dir).drop_parts("-failed")
         os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(n_slots)
+        tune_loggers_off()
         budget = ex.memory_fraction * resources.get("memory", 0) / (n_slots * ex.workers_per_trial) or None  # bytes per worker
         searcher = PackSearcher(spec, out_dir, n_slots, progress, budget, recorded)
         tuner = ray.tune.Tuner(
@@ -288,7 +426,10 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, address: str | None = None, 
             run_config=ray.tune.RunConfig(name="tune", storage_path=join(out_dir, "ray"), verbose=0,
                                           failure_config=ray.tune.FailureConfig(max_failures=spec.execution.max_failures)),
         )
-        tuner.fit()
+        try:
+            tuner.fit()
+        finally:
+            searcher.board.close()
         if searcher.mismatch:
             raise ResumeMismatch(out_dir, len(recorded))
         if not searcher.finished:           # Tune stopped early: SIGINT/SIGTERM (it returns normally then)

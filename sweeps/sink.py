@@ -23,9 +23,18 @@ Why it looks like this:
   and a retry of the same part overwrites).
 * A resumed sweep may re-run a pack under a new part name; rows whose run_id is already
   committed in another part are dropped, so a run_id is recorded once.  This check is
-  best-effort against *concurrent* writers of the same run_id (no lock); run_ids are hashes
-  of distinct configs, so that only happens on a resume racing its own first attempt.
-  On object stores "committed" means "listed": S3 and GCS listings are strongly consistent.
+  best-effort against *concurrent* writers of the same run_id; one driver per local directory
+  is enforced by ``sweeps.lock``.  On object stores "committed" means "listed": S3 and GCS
+  listings are strongly consistent.
+* A part never replaces another driver's part.  Drivers name parts ``<trial>.<driver token>``
+  (`write_trial`, ``sweeps.part_names``), and every part's Parquet footer records its writer
+  (key ``ftsweep.writer``): a write or an empty-pack delete of an existing part whose footer
+  names another writer (a part of an older version names none) raises `PartTaken` and changes
+  nothing.  A retry of the same trial by the same driver has the same name and writer and
+  replaces its own part (idempotent).
+* A write that runs out of space (ENOSPC, EDQUOT, or EFBIG under a file-size limit) raises
+  ``storage.StorageFull`` naming the file; the temp file is removed, so nothing partial is
+  visible, and the pack's runs are simply not committed (a resume runs them).
 
 The sink adds nothing to rows: schema_version, versions etc. are the caller's columns.
 """
@@ -40,9 +49,12 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from sweeps.part_names import driver_token, part_name
 from sweeps.storage import Location, is_uri, join
 
 SCHEMA_VERSION = 1
+WRITER_KEY = b"ftsweep.writer"
+SPACE_PROBE_BYTES = 1 << 20          # a failed trial's driver checks DIR can still take a part this large
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +64,10 @@ _KINDS = ("runs", "curves")
 
 class UnreadablePart(RuntimeError):
     """A committed part file that cannot be decoded (damaged storage: our writes are atomic)."""
+
+
+class PartTaken(RuntimeError):
+    """A write would replace (or delete) a part that another writer committed."""
 
 
 # --------------------------------------------------------------------------- tables
@@ -91,10 +107,27 @@ def write_table_atomic(rows: list[dict], path: Path | str) -> Path | str:
     return path if is_uri(path) else Path(path)
 
 
-def _write_atomic(table: pa.Table, where: Location) -> None:
+def _write_atomic(table: pa.Table, where: Location, writer: str | None = None) -> None:
     # local: our handle, so the fsync hits the very bytes just written
+    if writer is not None:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), WRITER_KEY: writer.encode()})
     with where.open_atomic() as f:
         pq.write_table(table, f)
+
+
+def part_writer(where: Location) -> str | None:
+    """The writer recorded in an existing part's footer ("" for a part without one, "?" for a footer that
+    cannot be read: never replaced), None if there is no such file."""
+    if not where.exists():
+        return None
+    try:
+        with where.open_input() as f:
+            meta = pq.read_schema(f).metadata or {}
+    except FileNotFoundError:
+        return None
+    except (pa.ArrowException, OSError):
+        return "?"
+    return meta.get(WRITER_KEY, b"").decode()
 
 
 # --------------------------------------------------------------------------- sink
@@ -102,15 +135,17 @@ class ResultSink:
     """Writer of ``out_dir/{runs,curves}/part-<part>.parquet``; see the module docstring.
 
     ``out_dir``: a path, a URI, or a ``storage.Location``.  ``self.out_dir`` is a ``Path``
-    for a plain path and the URI string otherwise.  Creates ``runs/`` and ``curves/``.
+    for a plain path and the URI string otherwise.  Creates ``runs/`` and ``curves/`` unless
+    ``create=False`` (a reader that must not change the directory, e.g. resume's checks).
     """
 
-    def __init__(self, out_dir: Path | str | Location):
+    def __init__(self, out_dir: Path | str | Location, create: bool = True):
         self._where = Location.of(out_dir)
         self._plain = not isinstance(out_dir, Location) and not is_uri(out_dir)
         self.out_dir: Path | str = Path(out_dir) if self._plain else self._where.where
-        for kind in _KINDS:
-            self._where.child(kind).mkdir()
+        if create:
+            for kind in _KINDS:
+                self._where.child(kind).mkdir()
         # part file name -> ((mtime_ns, size), run_ids): a driver writing thousands of packs
         # should not re-read every runs part for every pack.
         self._ids_cache: dict[str, tuple[tuple[int, int], frozenset[str]]] = {}
@@ -121,16 +156,35 @@ class ResultSink:
         name = self._part_name(kind, part)
         return self.out_dir / kind / name if self._plain else join(self.out_dir, kind, name)
 
-    def write_pack(self, part: str, runs: list[dict], curves: list[dict]) -> int:
-        """Commit one pack: curves first, then runs (the commit marker).
+    def write_trial(self, trial_id: str, runs: list[dict], curves: list[dict], failed: bool = False) -> int:
+        """`write_pack` under this driver's part name for `trial_id` (``sweeps.part_names``), as this
+        driver: what the workers and the driver's failed-trial path call.
 
-        Rewriting an existing ``part`` replaces it (idempotent retry).  Runs whose run_id is
-        already committed in another part are dropped with their curve rows.
+        ``failed=True`` (the driver, for a trial that failed after its retries) first checks that
+        ``runs/`` can take a part (`Location.check_space`): Tune tells the driver only *that* a trial
+        failed, and a worker that found the disk full fails every retry; recording its members
+        ``failed`` would hide the cause and let the search go on deciding on failures, so a full disk
+        raises ``StorageFull`` here and stops the sweep (the CLI: exit 1, one line)."""
+        if failed:
+            self._where.child("runs").check_space(SPACE_PROBE_BYTES)
+        return self.write_pack(part_name(trial_id, failed), runs, curves, writer=driver_token())
+
+    def write_pack(self, part: str, runs: list[dict], curves: list[dict], writer: str = "") -> int:
+        """Commit one pack as ``writer``: curves first, then runs (the commit marker).
+
+        Rewriting an existing ``part`` replaces it (idempotent retry) only if its footer names
+        the same writer; otherwise `PartTaken` is raised before anything changes.  Runs whose
+        run_id is already committed in another part are dropped with their curve rows.
         Returns the number of run rows skipped for that reason.
         """
         runs_loc = self._where.child("runs", self._part_name("runs", part))
         curves_loc = self._where.child("curves", self._part_name("curves", part))
         _check_pack(runs, curves)
+        for loc in (runs_loc, curves_loc):
+            owner = part_writer(loc)
+            if owner is not None and owner != writer:
+                raise PartTaken(f"{loc.where} was written by another driver ({owner or 'an older ftsweep'}); "
+                                "a part never replaces another")
         elsewhere = set().union(*(ids for p, ids in self._ids_by_part().items() if p != part))
         keep_runs = [r for r in runs if r["run_id"] not in elsewhere]
         skipped = len(runs) - len(keep_runs)
@@ -144,11 +198,17 @@ class ResultSink:
         # convert both before writing either, so a bad value leaves no file at all
         runs_table = rows_to_table(keep_runs)
         curves_table = rows_to_table(keep_curves) if keep_curves else None
+        fresh = not runs_loc.exists()
         if curves_table is not None:
-            _write_atomic(curves_table, curves_loc)
+            _write_atomic(curves_table, curves_loc, writer)
         else:
             curves_loc.delete()
-        _write_atomic(runs_table, runs_loc)
+        try:
+            _write_atomic(runs_table, runs_loc, writer)
+        except BaseException:
+            if fresh and curves_table is not None:     # a new pack commits both files or leaves neither
+                curves_loc.delete()
+            raise
         return skipped
 
     def drop_parts(self, suffix: str) -> int:
@@ -185,13 +245,14 @@ class ResultSink:
         tables = [pq.read_table(i.path, filesystem=self._where.fs) for i in infos]
         return pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
 
-    def read_rows(self, kind: str) -> list[dict]:
-        """Committed rows of ``kind`` as dicts, part by part (no type promotion needed);
+    def read_rows(self, kind: str, skip_suffix: str | None = None) -> list[dict]:
+        """Committed rows of ``kind`` as dicts, part by part (no type promotion needed), leaving
+        out parts whose name ends with ``skip_suffix`` (resume: ``"-failed"``);
         `UnreadablePart` names a part pyarrow cannot decode."""
         committed = {i.base_name for i in self._parts("runs")}
         rows: list[dict] = []
         for info in self._parts(kind):
-            if info.base_name not in committed:
+            if info.base_name not in committed or (skip_suffix and _part_of(info).endswith(skip_suffix)):
                 continue
             try:
                 rows += pq.read_table(info.path, filesystem=self._where.fs).to_pylist()

@@ -2,158 +2,49 @@
 
     spec = load_spec("sweeps/ftc_capacity.yaml", ["task.dim=16", "seeds=2"])
 
-Loading builds every member config the sweep can produce (every grid point × seed, and for a capacity
-search both ends of the ladder), so an impossible value anywhere (rank > width, N > K, an unknown
-registry name, an unknown key, a wrong type, an empty axis) fails before anything is written, as a
-`SpecError` whose message is one line naming the field and what is allowed.
+The YAML, the chosen variant and the overrides are merged as plain mappings (OmegaConf parses `key=value`), then
+typed once by `ftcore.fields.coerce` against `SweepSpec`; the `search:` and `report:` sections are typed by the
+`Config` of their kind's registry entry (sweeps.search.SEARCHES, analysis.report_kinds.REPORTS), which also owns
+their checks. Loading builds every member config the sweep can produce (every grid point, and the ends of a
+capacity ladder), so an impossible value anywhere (rank > width, N > K, an unknown registry name, an unknown key,
+a wrong type, an empty axis) fails before anything is written, as a `SpecError` whose message is one line naming
+the field and what is allowed.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
-import itertools
-import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List
 
 import yaml
-from omegaconf import MISSING, OmegaConf
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import ftcore.adapters  # noqa: F401  (registers entries)
 import ftcore.models  # noqa: F401
 import ftcore.tasks  # noqa: F401
-from ftcore.config import MemberConfig, TrainConfig, member_from_dict
-from ftcore.registry import ADAPTERS, MODELS, TASKS
-from sweeps.search.capacity import make_ladder
-from sweeps.spec_checks import (  # noqa: F401  (SpecError and the kinds are part of this module's API)
-    REPORT_KINDS,
-    SEARCH_KINDS,
+from analysis.report_kinds import report_config_class
+from ftcore.config import MemberConfig
+from ftcore.fields import coerce
+from sweeps.grid import build_member, group_label  # noqa: F401  (part of this module's API)
+from sweeps.schema import ExecutionSpec, SweepSpec  # noqa: F401  (part of this module's API)
+from sweeps.search.kinds import SEARCHES
+from sweeps.spec_checks import (  # noqa: F401  (SpecError is part of this module's API)
     SECTIONS,
     SpecError,
     check_axes,
     check_data_parallel,
     check_distinct_members,
-    check_unique_axis_values,
     check_finite,
     check_member_steps,
     check_name,
     check_no_interpolation,
     check_range_size,
-    check_search,
     check_sizes,
+    check_spec,
+    check_unique_axis_values,
 )
 from sweeps.spec_checks import fail as _fail
-
-
-
-@dataclass
-class ParamRange:
-    low: float = MISSING
-    high: float = MISSING
-    log: bool = True
-
-
-@dataclass
-class SearchSpec:
-    kind: str = "grid"
-    # capacity: smallest `param` value on the ladder where `success` holds for `quorum` of the seeds
-    param: str = ""
-    range: List[int] = field(default_factory=lambda: [1, 256])
-    ladder: List[int] = field(default_factory=list)     # explicit ladder; overrides range
-    success: str = "fit/success"
-    quorum: float = 0.5
-    # optuna: per group, a seeded TPE study over `params`, scored by the median over seeds of `metric`
-    params: Dict[str, ParamRange] = field(default_factory=dict)
-    n_trials: int = 8
-    batch: int = 4
-    metric: str = "val/mse"
-    mode: str = "min"
-    sampler_seed: int = 0
-    only: Dict[str, Any] = field(default_factory=dict)   # tune only groups matching these values
-
-    def ladder_values(self) -> list[int]:
-        """The capacity ladder: `ladder` if given, else every integer in `range`."""
-        return make_ladder(self.range[0], self.range[1], self.ladder)
-
-
-@dataclass
-class ReportSpec:
-    kind: str = ""
-    x: str = ""
-    y: str = ""
-    select: str = ""
-    curve_by: List[str] = field(default_factory=list)
-    panel_by: List[str] = field(default_factory=list)
-    theory: Dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class ExecutionSpec:
-    pack_size: int = 0            # most members in one Tune trial; 0 = auto (memory and slots, sweeps/pack_size.py)
-    max_waste: float = 1.5        # padded cost / real cost allowed when sharing a pack
-    pack_overhead: float = 65536  # fixed per-step cost of a pack, in rows × capacity units (sweeps/plan.py)
-    cpus_per_trial: int = 1       # CPUs per trial (torch threads)
-    gpus_per_trial: float = 0.0   # > 0: members train on CUDA; fractions share a GPU between trials
-    worker: str = "tune"          # tune: packs run in the (reused) Tune trial actor; train: each trial launches a Ray Train worker
-    workers_per_trial: int = 1    # worker: train only: Ray Train workers per trial, each its rows of every batch (data parallel)
-    memory_fraction: float = 0.5  # share of a node's memory (GPU memory when on GPU) the packs of all slots may use
-    max_failures: int = 2         # Tune retries of a failed trial
-
-
-@dataclass
-class SweepSpec:
-    name: str = MISSING
-    model: Dict[str, Any] = field(default_factory=lambda: {"name": "mlp"})
-    adapter: Dict[str, Any] = field(default_factory=dict)
-    task: Dict[str, Any] = field(default_factory=dict)
-    train: Dict[str, Any] = field(default_factory=dict)
-    axes: Dict[str, Any] = field(default_factory=dict)    # key -> list of values, or "LO..HI" (ints or dotted refs);
-    # a bare section name ("model") is a section-valued axis: a list of mappings, each merged over that section
-    seeds: int = 3
-    search: SearchSpec = field(default_factory=SearchSpec)
-    report: ReportSpec = field(default_factory=ReportSpec)
-    execution: ExecutionSpec = field(default_factory=ExecutionSpec)
-    # named override sets: `ftsweep run X.yaml variant=gpu` applies variants["gpu"] ({dotted key: value}) before the
-    # command line's own overrides (which still win) — the paper-sized run of a CPU-sized sweep in one override
-    variants: Dict[str, Any] = field(default_factory=dict)
-    variant: str = ""
-
-    # -- expansion ---------------------------------------------------------------------------------
-    def base_dict(self) -> dict:
-        return {s: copy.deepcopy(getattr(self, s)) for s in SECTIONS}
-
-    def grid_points(self) -> list[dict[str, Any]]:
-        """Every combination of the axes, as {dotted key: value}, in axes order."""
-        keys = list(self.axes)
-        return [dict(zip(keys, vals)) for vals in itertools.product(*(self.axes[k] for k in keys))]
-
-    def member_dict(self, point: dict[str, Any], seed: int) -> dict:
-        """The base sections with the point applied: section-valued axes first (their mapping's keys replace
-        the section's), then dotted axes (so `model.n_layer` varies inside every choice of `model`)."""
-        d = self.base_dict()
-        for key, value in sorted(point.items(), key=lambda kv: "." in kv[0]):
-            if "." in key:
-                section, fld = key.split(".", 1)
-                d[section][fld] = value
-            else:
-                d[key].update(copy.deepcopy(value))
-        d["seed"] = seed
-        return d
-
-    def seed_list(self) -> list[int]:
-        return list(range(self.seeds))
-
-
-def group_label(point: dict[str, Any], exclude: tuple[str, ...] = ()) -> str:
-    """'model.n_layer=2,task.dim=3'; a section-valued axis contributes one dotted item per key of its mapping."""
-    items = []
-    for k, v in point.items():
-        if k in exclude:
-            continue
-        items += [f"{k}.{f}={u}" for f, u in v.items()] if isinstance(v, dict) else [f"{k}={v}"]
-    return ",".join(items)
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -231,16 +122,59 @@ def _merge(data: dict, overrides: list[str], limits: bool = True) -> SweepSpec:
                 OmegaConf.update(vcfg, "axes", {key[5:]: value}, merge=True, force_add=True)
             else:
                 OmegaConf.update(vcfg, key, value, force_add=True)
-        cfg = OmegaConf.merge(OmegaConf.structured(SweepSpec), OmegaConf.create(data), vcfg, OmegaConf.from_dotlist(rest))
-        spec = OmegaConf.to_object(cfg)
+        merged = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(data), vcfg, OmegaConf.from_dotlist(rest)))
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or ""
         msg = str(e).splitlines()[0]
         _fail(f"{key}: {msg}" if key else msg)
+    spec = _typed_spec(merged, _search_kind(data))
     _overrides_replace_axes(spec, list(variant) + [o.split("=", 1)[0] for o in rest], data)
     _resolve_range_axes(spec, limits)
     _resolve_model_from(spec, data, list(variant) + [o.split("=", 1)[0] for o in rest])
     return spec
+
+
+# A spec.yaml saved before search kinds had their own configs lists every kind's fields at these values (the one
+# SearchSpec schema); `_typed_spec` drops such a field when its kind does not have it, so old sweeps still resume.
+LEGACY_SEARCH_DEFAULTS = {"param": "", "range": [1, 256], "ladder": [], "success": "fit/success", "quorum": 0.5,
+                          "params": {}, "n_trials": 8, "batch": 4, "metric": "val/mse", "mode": "min",
+                          "sampler_seed": 0, "only": {}}
+
+
+def _search_kind(data: dict) -> str:
+    section = data.get("search")
+    return str(section.get("kind", "grid")) if isinstance(section, dict) else "grid"
+
+
+def _typed_spec(d: dict, yaml_kind: str = "grid") -> SweepSpec:
+    """The merged mapping as a SweepSpec, typed by `coerce`; `search:`/`report:` by their kind's Config. When a
+    variant or override switched the search kind away from the YAML's (`search.kind=grid` on a capacity sweep), the
+    YAML's fields of the other kind are left behind: an override cannot delete a key."""
+    if not isinstance(d, dict):
+        _fail(f"a sweep spec must be a mapping (got {type(d).__name__})")
+    try:
+        switched = _search_kind(d) != yaml_kind
+        search = _kind_section(d.get("search"), "search", "grid", lambda k: SEARCHES.get_entry(k).Config, switched)
+        report = _kind_section(d.get("report"), "report", "", report_config_class)
+        return coerce(SweepSpec, {**d, "search": search, "report": report})
+    except ValueError as e:
+        _fail(str(e))
+
+
+def _kind_section(section, name: str, default_kind: str, config_class, switched: bool = False):
+    """A `search:`/`report:` section typed by the Config of its `kind` (ValueError naming the field otherwise);
+    `switched`: keep only the fields that kind has."""
+    section = {} if section is None else section
+    if not isinstance(section, dict):
+        raise ValueError(f"{name}: must be a mapping with a kind (got {section!r})")
+    if section.get("kind") is None:               # absent, or emptied by an override (`report.kind=`)
+        section = {**section, "kind": default_kind}
+    cls = config_class(str(section["kind"]))
+    if name == "search":
+        known = {f.name for f in dataclasses.fields(cls)}
+        section = {k: v for k, v in section.items()
+                   if k in known or (not switched and LEGACY_SEARCH_DEFAULTS.get(k, ...) != v)}
+    return coerce(cls, section, name)
 
 
 def _resolve_model_from(spec: SweepSpec, data: dict, keys: list[str]) -> None:
@@ -317,81 +251,21 @@ def _resolve_end(spec: SweepSpec, key: str, end: str) -> int:
     return value
 
 
-SECTION_REGISTRIES = {"model": MODELS, "adapter": ADAPTERS, "task": TASKS}
-
-
-_TYPED_CACHE: dict[str, dict] = {}
-
-
-def _typed(d: dict) -> dict:
-    """Coerce every section to its schema's field types ("3" -> 3; "abc" for an int is an error).
-
-    Memoized on the sections (an OmegaConf structured merge costs ~5 ms, and the seeds of a grid point share
-    their sections: 2,000 runs spent 10 s here before the first round)."""
-    key = json.dumps({s: d[s] for s in SECTIONS}, sort_keys=True, default=repr)
-    if key not in _TYPED_CACHE:
-        if len(_TYPED_CACHE) > 20_000:
-            _TYPED_CACHE.clear()
-        _TYPED_CACHE[key] = _typed_sections(d)
-    return {**d, **copy.deepcopy(_TYPED_CACHE[key])}
-
-
-def _typed_sections(d: dict) -> dict:
-    out = {}
-    for section in SECTIONS:
-        values = d[section]
-        source = values.get("from") if section == "model" else None     # model.from: resolved, kept as is
-        values = {k: v for k, v in values.items() if not (section == "model" and k == "from")}
-        if section == "train":
-            cls = TrainConfig
-        else:
-            name = values.get("name")
-            if name not in SECTION_REGISTRIES[section]:
-                continue                      # member_from_dict reports the unknown name with the valid ones
-            cls = SECTION_REGISTRIES[section][name].Config
-        known = {f.name for f in dataclasses.fields(cls)}
-        if set(values) - known:
-            continue                          # member_from_dict names the unknown key and the valid ones
-        try:
-            typed = OmegaConf.merge(OmegaConf.structured(cls), values)
-        except OmegaConfBaseException as e:
-            msg = str(e).splitlines()[0]
-            _fail(f"{section}.{getattr(e, 'full_key', '') or ''}: {msg}")
-        out[section] = {k: v for k, v in OmegaConf.to_container(typed).items()}
-        if source is not None:
-            out[section]["from"] = source
-    return out
-
-
-def build_member(spec: SweepSpec, point: dict, seed: int) -> MemberConfig:
-    """The validated member config of one grid point (dotted key -> value) and seed; SpecError if impossible."""
-    typed = _typed(spec.member_dict(point, seed))
-    check_finite({s: typed[s] for s in SECTIONS})      # typed: "inf" for a float field is a number here
-    try:
-        return member_from_dict(typed)
-    except ValueError as e:
-        where = f" (at {group_label(point)})" if point else ""
-        _fail(f"{e}{where}")
-    except TypeError as e:
-        _fail(f"{e}")
-
-
 def validate(spec: SweepSpec, limits: bool = True) -> list[MemberConfig]:
-    """Build the config of every grid point (at both ends of a capacity ladder) and return them.
+    """Build the config of every grid point (at the search's extremes, e.g. both ends of a capacity ladder) and
+    return them.
 
     Seeds do not change validity, so each point is built at seed 0. `limits=False` (--no-limits) lifts the
     size caps (seeds, implied runs, train.steps); every other rule holds.
     """
     check_name(spec.name)
     check_finite(dataclasses.asdict(spec))
-    check_search(spec)
+    check_spec(spec)
+    spec.search.check(spec, limits)
     check_axes(spec)
     if limits:
         check_sizes(spec)
-    extremes = [{}]
-    if spec.search.kind == "capacity":
-        ladder = spec.search.ladder_values()
-        extremes = [{spec.search.param: ladder[0]}, {spec.search.param: ladder[-1]}]
+    extremes = spec.search.extremes()
     members, firsts, labels = [], [], []
     for point in spec.grid_points():
         for extra in extremes:
@@ -412,13 +286,12 @@ def validate(spec: SweepSpec, limits: bool = True) -> list[MemberConfig]:
                 _fail(str(e))
     if spec.execution.workers_per_trial > 1:
         check_data_parallel(members, spec.execution.workers_per_trial)
-    flat = members[0].flat()
-    if spec.search.kind == "capacity" and spec.search.param not in flat:
-        _fail(f"search.param: {spec.search.param} is not a field of this sweep's configs; valid: {', '.join(sorted(flat))}")
     columns = set().union(*(m.flat() for m in members))     # a section-valued axis: some columns on some choices only
-    for key in [spec.report.x, *spec.report.curve_by, *spec.report.panel_by]:
-        if key and key not in columns:
-            _fail(f"report: {key} is not a config column; valid: {', '.join(sorted(columns))}")
+    spec.search.check_columns(columns)
+    try:
+        spec.report.check(spec.search.kind, columns)
+    except ValueError as e:
+        _fail(str(e))
     return members
 
 

@@ -8,23 +8,12 @@ import re
 from typing import TYPE_CHECKING
 
 from ftcore.registry import TASKS
+from sweeps.errors import SpecError, fail  # noqa: F401  (SpecError: part of this module's API)
+from sweeps.schema import SECTIONS
 
 if TYPE_CHECKING:
     from ftcore.config import MemberConfig
-    from sweeps.spec import ExecutionSpec, SweepSpec
-
-SECTIONS = ("model", "adapter", "task", "train")
-SEARCH_KINDS = ("grid", "capacity", "optuna")
-REPORT_KINDS = ("", "capacity", "rank_curve", "icl_curve", "accuracy_table", "retrieval", "batch_selection", "needles",
-                "dual_modes", "lora_threshold")
-
-
-class SpecError(ValueError):
-    """A user mistake in a sweep spec or override: one line, no traceback (CLI exit code 2)."""
-
-
-def fail(msg: str) -> None:
-    raise SpecError(msg)
+    from sweeps.schema import ExecutionSpec, SweepSpec
 
 
 WORKERS = ("tune", "train")
@@ -57,39 +46,12 @@ def check_execution(ex: ExecutionSpec) -> None:
         fail(f"execution.max_waste: must be >= 1 (got {ex.max_waste})")
 
 
-def check_search(spec: SweepSpec) -> None:
-    s = spec.search
-    if s.kind not in SEARCH_KINDS:
-        fail(f"search.kind: must be one of {', '.join(SEARCH_KINDS)} (got {s.kind!r})")
-    if spec.report.kind not in REPORT_KINDS:
-        fail(f"report.kind: must be one of {', '.join(REPORT_KINDS[1:])} or empty (got {spec.report.kind!r})")
+def check_spec(spec: SweepSpec) -> None:
+    """Rules of the sections every sweep has (the search and report sections check themselves: their kinds'
+    Configs in sweeps.search and analysis.report_kinds)."""
     if spec.seeds < 1:
         fail(f"seeds: must be >= 1 (got {spec.seeds})")
     check_execution(spec.execution)
-    if s.kind == "capacity":
-        if not s.param or "." not in s.param:
-            fail("search.param: a dotted capacity field such as adapter.width or adapter.rank is required for search.kind=capacity")
-        if s.param in spec.axes:
-            fail(f"search.param: {s.param} is searched, so it cannot also be a grid axis")
-        ladder = s.ladder or s.range
-        if not s.ladder and (len(s.range) != 2 or s.range[0] > s.range[1]):
-            fail(f"search.range: must be [low, high] with low <= high (got {list(s.range)})")
-        if any(int(v) != v or v < 0 for v in ladder):
-            fail(f"search.ladder: capacity values must be integers >= 0 (got {list(ladder)})")
-        if not 0 < s.quorum <= 1:
-            fail(f"search.quorum: must be in (0, 1] (got {s.quorum})")
-    if s.kind == "optuna":
-        if not s.params:
-            fail("search.params: at least one parameter range is required for search.kind=optuna")
-        for name, r in s.params.items():
-            if not name.startswith("train.") or name.split(".", 1)[1] not in ("lr", "weight_decay"):
-                fail(f"search.params.{name}: only train.lr and train.weight_decay are tuned per member")
-            if not r.low < r.high or (r.log and r.low <= 0):
-                fail(f"search.params.{name}: need low < high (and low > 0 when log) (got {r.low}, {r.high})")
-        if s.n_trials < 1 or s.batch < 1:
-            fail("search.n_trials and search.batch: must be >= 1")
-        if s.mode not in ("min", "max"):
-            fail(f"search.mode: must be min or max (got {s.mode!r})")
 
 
 def check_axes(spec: SweepSpec) -> None:
@@ -173,24 +135,17 @@ def check_unique_axis_values(key: str, values: list) -> None:
 
 
 def implied_runs(spec: SweepSpec) -> int:
-    """Member runs the sweep implies, without expanding the grid or the ladder: grid points x seeds, times the
-    bisection probes of a capacity search (log2 of the ladder length, + 2 for its ends) or n_trials of optuna."""
+    """Member runs the sweep implies, without expanding the grid or a ladder: grid points x seeds x the runs its
+    search makes per point (a capacity search's probes, optuna's n_trials)."""
     points = math.prod(len(v) for v in spec.axes.values())
-    s = spec.search
-    ladder = len(s.ladder) or max(int(s.range[1]) - int(s.range[0]) + 1, 1)
-    per_point = {"capacity": (ladder - 1).bit_length() + 2, "optuna": s.n_trials}.get(s.kind, 1)
-    return points * spec.seeds * max(per_point, 1)
+    return points * spec.seeds * max(spec.search.runs_per_point(), 1)
 
 
 def check_sizes(spec: SweepSpec) -> None:
-    """Caps on sizes a typo can blow up (each lifted by --no-limits): seeds <= MAX_SEEDS, a capacity ladder and
-    the implied member runs <= MAX_RUNS. Checked before the grid or the ladder is expanded."""
+    """Caps on sizes a typo can blow up (each lifted by --no-limits): seeds <= MAX_SEEDS and the implied member
+    runs <= MAX_RUNS (a search's own caps, such as a capacity ladder's length, are its `check`'s)."""
     if spec.seeds > MAX_SEEDS:
         fail(f"seeds: {spec.seeds} is above the cap of {MAX_SEEDS} ({LIMITS_HINT})")
-    s = spec.search
-    if s.kind == "capacity" and not s.ladder and s.range[1] - s.range[0] + 1 > MAX_RUNS:
-        fail(f"search.range: {list(s.range)} is a ladder of {s.range[1] - s.range[0] + 1} values, above the cap of "
-             f"{MAX_RUNS} ({LIMITS_HINT})")
     runs = implied_runs(spec)
     if runs > MAX_RUNS:
         fail(f"axes/seeds: the sweep implies {runs} member runs, above the cap of {MAX_RUNS} ({LIMITS_HINT})")

@@ -16,6 +16,17 @@ How a whole file is committed (never visible half-written) depends on the filesy
   error while *building* the bytes uploads nothing.
 * ``rename`` (any other filesystem, e.g. HDFS): hidden temp file + ``FileSystem.move``.
 
+A write that runs out of space (ENOSPC, EDQUOT; EFBIG under a file-size limit) raises
+:class:`StorageFull` (an ``OSError`` with the same errno) naming the file; the temp file is gone and an
+existing file is untouched, so a full disk never leaves a visible partial file.
+
+What may be an output directory (`check_output`; local paths): a directory, or a path whose nearest
+existing ancestor is a writable directory. Refused: a regular file; a read-only directory; a symlink as
+the directory itself or as one of the entries ftsweep writes into (``runs``, ``curves``, ``tb``,
+``report``, ``checkpoints``, ``spec.yaml``), since a symlink can be re-pointed under a running sweep or
+lead its writes into someone else's directory. Symlinks among the *parents* are allowed (system layouts
+such as macOS's /tmp -> /private/tmp): the path is resolved once, and the sweep writes to the real path.
+
 No function here creates anything unless its name says it writes (``mkdir``, ``open_atomic``,
 ``write_bytes_atomic``, ``delete``).
 """
@@ -24,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fnmatch
 import functools
 import io
@@ -43,6 +55,24 @@ from sweeps.atomic import atomic_open, fsync_dir
 _URI_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _OBJECT_STORES = frozenset({"s3", "gcs", "abfs"})  # pyarrow FileSystem.type_name values
 COMMIT_MODES = ("local", "stream", "rename")
+SWEEP_ENTRIES = ("runs", "curves", "tb", "report", "checkpoints", "spec.yaml")   # what ftsweep writes in DIR
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+class StorageFull(OSError):
+    """A write found no space (ENOSPC), no quota (EDQUOT) or hit the file-size limit (EFBIG)."""
+
+
+def storage_full(exc: BaseException | None) -> OSError | None:
+    """The out-of-space OSError behind `exc`, following ``__cause__``/``__context__`` and the ``cause`` of
+    Ray's task errors (a worker's error reaches the driver wrapped); None if there is none."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in FULL_ERRNOS:
+            return exc
+        exc = exc.__cause__ or getattr(exc, "cause", None) or exc.__context__
+    return None
 
 
 # --------------------------------------------------------------------------- strings
@@ -120,7 +150,22 @@ def check_output(out: str | Path) -> str:
     return shown
 
 
+def check_existing(out: str | Path) -> str:
+    """`check_output` for a directory that must already exist (resume DIR, report DIR)."""
+    where = check_output(out)
+    loc = Location.of(where)
+    try:
+        kind = loc.info().type
+    except (OSError, pa.ArrowException) as e:
+        raise _bad(str(out), f"cannot be reached ({_line(e)})") from None
+    if kind == pafs.FileType.NotFound and (loc.local or not loc.child("spec.yaml").exists()):
+        raise _bad(str(out), "does not exist")
+    return where
+
+
 def _check_local(path: str, shown: str) -> None:
+    if os.path.islink(path):
+        raise _bad(shown, f"{path} is a symlink (to {os.readlink(path)}); give the directory itself")
     if os.path.lexists(path) and not os.path.isdir(path):
         raise _bad(shown, f"{path} exists and is not a directory")
     existing = path
@@ -128,8 +173,23 @@ def _check_local(path: str, shown: str) -> None:
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
         raise _bad(shown, f"{existing} exists and is not a directory")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise _bad(shown, f"{existing} is not writable")
+    _check_writable(existing, shown)
+    if existing != path:
+        return
+    for name in SWEEP_ENTRIES:                   # what a sweep writes into DIR must be DIR's own
+        entry = os.path.join(path, name)
+        if os.path.islink(entry):
+            raise _bad(shown, f"{entry} is a symlink (to {os.readlink(entry)}); ftsweep writes only into "
+                              "the directory itself")
+        if name != "spec.yaml" and os.path.lexists(entry):
+            if not os.path.isdir(entry):
+                raise _bad(shown, f"{entry} exists and is not a directory")
+            _check_writable(entry, shown)
+
+
+def _check_writable(path: str, shown: str) -> None:
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise _bad(shown, f"{path} is not writable")
 
 
 def _bad(shown: str, problem: str) -> ValueError:
@@ -220,8 +280,13 @@ class Location:
         (an existing file is replaced), on an error nothing changes.  ``tmp_name``: the hidden
         temp file's name for the local and rename modes (default ``.<name>.<random>.tmp``)."""
         if self.local:
-            with atomic_open(Path(self.path), tmp_name) as f:
-                yield f
+            try:
+                with atomic_open(Path(self.path), tmp_name) as f:
+                    yield f
+            except OSError as e:
+                if e.errno in FULL_ERRNOS and not isinstance(e, StorageFull):
+                    raise StorageFull(e.errno, e.strerror or os.strerror(e.errno), self.where) from e
+                raise
             fsync_dir(posixpath.dirname(self.path))
             return
         buf = io.BytesIO()
@@ -241,6 +306,27 @@ class Location:
             with contextlib.suppress(OSError):
                 self.fs.delete_file(tmp)
             raise
+
+    def check_space(self, nbytes: int) -> None:
+        """Raise `StorageFull` unless this (local) directory can take a file of `nbytes` now: a hidden file is
+        given that many blocks (``posix_fallocate``: real blocks, so ENOSPC/EDQUOT/EFBIG show) and removed.
+        A no-op for object stores (no such thing as full)."""
+        if not self.local:
+            return
+        probe = Path(self.path) / f".ftsweep-space-{uuid.uuid4().hex[:12]}.tmp"
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, nbytes)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            if e.errno in FULL_ERRNOS:
+                raise StorageFull(e.errno, e.strerror or os.strerror(e.errno), self.where) from e
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):    # no fallocate there: no check
+                raise
+        finally:
+            probe.unlink(missing_ok=True)
 
     def write_bytes_atomic(self, data: bytes) -> None:
         """Write ``data`` as this file's whole content, atomically (see :meth:`open_atomic`)."""

@@ -8,7 +8,10 @@ node, imports this code from it ahead of whatever version the nodes installed. T
 `python -m sweeps.cli run spec.yaml --out OUT --address auto`: the job's driver runs Tune on the head.
 
 `ftsweep submit --resume OUT` stages the code alone and runs `python -m sweeps.cli resume OUT --address auto`:
-the spec is the one the interrupted sweep saved in OUT. `ftsweep stop JOB` asks Ray to stop a job: its driver
+the spec is the one the interrupted sweep saved in OUT. `--no-limits` is passed on to the job's command (the
+job checks the spec's size caps again). The job's driver takes OUT's lock like any `ftsweep run`/`resume`
+(sweeps/lock.py): a second job on the same OUT fails at once, naming the first (see `ftsweep logs`). `ftsweep stop
+JOB` asks Ray to stop a job: its driver
 gets SIGTERM, which stops Tune as Ctrl-C does (the runs finished so far stay recorded; resume goes on), and
 SIGKILL only after `STOP_WAIT_S` (Ray's own default, 3 s, is shorter than Tune needs to end its trials).
 
@@ -49,11 +52,12 @@ def job_address(address: str | None) -> str:
 
 def client(address: str | None):
     """A JobSubmissionClient; ValueError naming the address when the dashboard cannot be reached."""
+    from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
     url = job_address(address)
     try:
         return JobSubmissionClient(url)
-    except (OSError, RuntimeError) as e:      # ConnectionError, auth errors: one line, not Ray's traceback
+    except (OSError, RuntimeError, AuthenticationError) as e:  # unreachable, no or wrong token: one line, no traceback
         raise ValueError(f"cannot reach the Ray Jobs API at {url}: {' '.join(str(e).split())[:300]}") from None
 
 
@@ -74,26 +78,27 @@ def shell_path(out: str) -> str:
     return shlex.quote(out)
 
 
-def entrypoint(out: str, resume: bool = False) -> str:
+def entrypoint(out: str, resume: bool = False, no_limits: bool = False) -> str:
+    flag = " --no-limits" if no_limits else ""
     if resume:
-        return f"python -m sweeps.cli resume {shell_path(out)} --address auto"
-    return f"python -m sweeps.cli run spec.yaml --out {shell_path(out)} --address auto"
+        return f"python -m sweeps.cli resume {shell_path(out)} --address auto{flag}"
+    return f"python -m sweeps.cli run spec.yaml --out {shell_path(out)} --address auto{flag}"
 
 
-def submit(spec, spec_yaml: str, out: str | None, address: str | None) -> tuple[str, str]:
+def submit(spec, spec_yaml: str, out: str | None, address: str | None, no_limits: bool = False) -> tuple[str, str]:
     """Stage, upload and start the sweep's job; returns (submission id, OUT)."""
     out = out or DEFAULT_OUT.format(name=spec.name)
-    return _start(spec.name, spec_yaml, out, address), out
+    return _start(spec.name, spec_yaml, out, address, no_limits), out
 
 
-def submit_resume(out: str, address: str | None) -> str:
+def submit_resume(out: str, address: str | None, no_limits: bool = False) -> str:
     """Start a job that finishes the interrupted sweep in OUT (a path on the cluster or a URI); returns its id.
     The sweep's name is OUT's last component until the job reads OUT/spec.yaml there."""
     last = out.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]          # s3://b/prefix?region=x -> prefix
-    return _start(re.sub(r"[^A-Za-z0-9_.-]", "_", last) or "sweep", None, out, address)
+    return _start(re.sub(r"[^A-Za-z0-9_.-]", "_", last) or "sweep", None, out, address, no_limits)
 
 
-def _start(name: str, spec_yaml: str | None, out: str, address: str | None) -> str:
+def _start(name: str, spec_yaml: str | None, out: str, address: str | None, no_limits: bool = False) -> str:
     jobs = client(address)
     env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     env["RAY_JOB_STOP_WAIT_TIME_S"] = str(STOP_WAIT_S)     # read by the job's supervisor, which gets env_vars too
@@ -101,7 +106,7 @@ def _start(name: str, spec_yaml: str | None, out: str, address: str | None) -> s
     job_id = f"ftsweep-{'resume-' if resume else ''}{name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
     with tempfile.TemporaryDirectory(prefix="ftsweep-job-") as tmp:
         wd = stage(spec_yaml, Path(tmp))
-        kwargs = {"entrypoint": entrypoint(out, resume), "submission_id": job_id,
+        kwargs = {"entrypoint": entrypoint(out, resume, no_limits), "submission_id": job_id,
                   "runtime_env": {"working_dir": str(wd), "env_vars": env},
                   "metadata": {"ftsweep.sweep": name, "ftsweep.out": out, "ftsweep.resume": str(resume).lower()}}
         _retry_while_starting(lambda: jobs.submit_job(**kwargs))

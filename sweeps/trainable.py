@@ -18,6 +18,9 @@ Two workers (`execution.worker`):
 Either way a trial's result is one report with all its member rows (not per member-step: DESIGN.md §6);
 before it, a long pack sends a small progress report (step, active members) at most every
 FTCORE_PROGRESS_S seconds (30), which the driver prints.
+
+Tests reach the failure paths through FTCORE_FAULT (sweeps/faults.py): the trial's process can be made to die
+before it trains, or after its rows are committed and before they are reported.
 """
 from __future__ import annotations
 
@@ -26,6 +29,8 @@ import json
 import ray
 import ray.train
 import ray.tune
+
+from sweeps.faults import inject
 
 DRIVER_CPU = 0.01
 
@@ -41,8 +46,10 @@ def _train_packs(config: dict, trial_id: str, progress=None, dp=None) -> dict:
         total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
         budget = config["memory_fraction"] * min(gpus, 1.0) * total
     where = {"ray_node_id": ray.get_runtime_context().get_node_id()}
+    inject("start", config["packs"], trial_id)            # FTCORE_FAULT (tests only): sweeps/faults.py
     rows = execute_trial(config["packs"], config["out"], trial_id, config["sweep_meta"], device=device,
-                         budget_bytes=budget, progress=progress, where=where, dp=dp)
+                         budget_bytes=budget, progress=progress, where=where, dp=dp, pruner=config.get("pruner"))
+    inject("committed", config["packs"], trial_id)        # the rows are on disk, not yet reported
     return {"rows": json.dumps(rows, default=str), "n_runs": len(rows)}
 
 

@@ -20,11 +20,9 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
-
 from ftcore.checkpoint import checkpoint_path, relative_path
 from ftcore.config import MemberConfig, ModelFrom, TrainConfig, member_from_dict
+from ftcore.fields import convert, field_types
 from ftcore.registry import ADAPTERS, MODELS, TASKS
 
 SELECTOR_KEYS = ("dir", "run_id", "best", "mode", "where")
@@ -69,8 +67,8 @@ def _agree(label: str, fld: str, value, cfg, source: Source) -> None:
                          f"valid: {', '.join(sorted(known))}")
     ours = getattr(cfg, fld)
     try:
-        typed = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(type(cfg)), {fld: value}))[fld]
-    except OmegaConfBaseException:
+        typed = convert(field_types(type(cfg))[fld], value, label)
+    except ValueError:
         typed = value
     if typed != ours and not (isinstance(ours, (list, tuple)) and list(ours) == typed):
         raise ValueError(f"{label}: {value!r} disagrees with the model of model.from run {source.run_id} "

@@ -19,6 +19,18 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture(autouse=True)
+def _environment_restored():
+    """A test that starts a sweep in-process (sweeps.run, run_sweep) leaves what `init_ray` sets for the local Ray
+    in os.environ (RAY_AUTH_MODE, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, Tune's logger switch ...), which every later
+    subprocess would inherit: e.g. a `ray start` worker node refuses to join with clusters disabled."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def tiny_hf(tmp_path_factory):
     """tiny_hf(arch) -> a directory holding a tiny random GPT-2 or Llama and its tokenizer, written with

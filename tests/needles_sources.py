@@ -14,11 +14,12 @@ SWEEPS = Path(__file__).parent.parent / "sweeps"
 def record_pretrain(out: Path, overrides: list[str] = (), steps: int = 2) -> Path:
     """Train the first member of the stage-1 sweep for `steps` steps (no Ray) and commit it to `out`."""
     from sweeps.execute import run_pack
+    from sweeps.probe import Probe
     from sweeps.sink import ResultSink
     from sweeps.spec import load_checked
     over = [*overrides, f"train.steps={steps}", f"train.eval_every={max(steps, 1)}", "task.n_eval=2"]
     spec, members = load_checked(SWEEPS / "needles_pretrain.yaml", over)
-    pack = [{"config": members[0].nested(), "meta": {"group": "", "round": 1}}]
+    pack = [Probe(members[0], {"group": "", "round": 1})]
     runs, curves = run_pack(pack, {"sweep": spec.name}, "t0", out_dir=str(out))
     ResultSink(out).write_pack("t0", runs, curves)
     return out

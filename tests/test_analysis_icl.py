@@ -8,8 +8,16 @@ import pandas as pd
 from matplotlib.image import imread
 
 from analysis import write_report
-from analysis.icl_report import (comparison, comparison_claims, control_of, curves, learn_claims, loop_claims,
-                                 nse_columns, shape)
+from analysis.icl_report import (
+    comparison,
+    comparison_claims,
+    control_of,
+    curves,
+    learn_claims,
+    loop_claims,
+    nse_columns,
+    shape,
+)
 from analysis.synthetic import write_parts
 
 D, K, SEEDS = 4, 10, 5
@@ -171,7 +179,7 @@ def test_baselines_pooled_per_task_value():
 
 def test_shape_statements():
     tab = curves(dual_runs(), ["task.delta"], n_boot=500)
-    by = {c: sub for c, sub in tab.groupby("curve")}
+    by = dict(tuple(tab.groupby("curve")))
     text, up = shape(by["bayes (task.delta=0.02)"])
     m = re.match(r"early ascent: rises from k=0 \(([\d.]+)\) to a peak at k=4 \(([\d.]+)\), then falls to k=11", text)
     assert up and m and abs(float(m[1]) - 1) < 0.02 and abs(float(m[2]) - 1.8) < 0.02, text

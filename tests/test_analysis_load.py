@@ -93,3 +93,12 @@ def test_curves_of_uncommitted_runs_are_ignored(tmp_path):
     curves = read_curves(tmp_path)
     assert set(curves["run_id"]) == set(committed["run_id"])
     assert not set(curves["run_id"]) & set(orphan["run_id"])
+
+
+def test_drop_pruned_leaves_out_only_pruned_members():
+    import pandas as pd
+
+    from analysis.load import drop_pruned
+    runs = pd.DataFrame({"run_id": list("abcd"), "status": ["ok", "pruned", "diverged", "failed"]})
+    assert drop_pruned(runs)["run_id"].tolist() == ["a", "c", "d"]
+    assert drop_pruned(runs.drop(columns="status")).shape == (4, 1)      # rows without a status column: kept

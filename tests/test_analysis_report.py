@@ -109,7 +109,8 @@ def test_flags(tmp_path):
     assert "`adapter.depth=3` (all range): exponent 1 [1, 1] excludes the theory slope 0.5" in fl
     assert "censored: `adapter.depth=2` at task.n = 128: no probed adapter.width up to 128" in fl
     assert "kept in the fit as the bound m* > 128" in fl
-    assert "non-monotone: `adapter.depth=2` at task.n = 8: a larger value fails the quorum after a smaller one passes (1:0/3 2:0/3 4:0/3 8:0/3 10:0/3 11:0/3 12:3/3 16:0/3)" in fl
+    assert ("non-monotone: `adapter.depth=2` at task.n = 8: a larger value fails the quorum after a smaller one "
+            "passes (1:0/3 2:0/3 4:0/3 8:0/3 10:0/3 11:0/3 12:3/3 16:0/3)") in fl
     assert "overlap although theory predicts 2 vs 0.5" in fl
     assert "the construction is exact from rank 9, theory says 8" in fl
     assert len(flags(md)) == 9  # 4 theory (2 curves × 2 ranges) + 1 censored + 1 non-monotone + 1 overlap + 2 rank panels
@@ -177,3 +178,17 @@ def test_missing_columns_and_empty_runs(tmp_path):
     write_parts(capacity_runs(ns=(8,)).iloc[:0], tmp_path / "empty", n_parts=1)
     with pytest.raises(ValueError, match="no runs in .*empty"):
         write_report(tmp_path / "empty")
+
+
+def test_dispatch_by_registry(tmp_path):
+    """A capacity search with no report.kind is a capacity report; a grid sweep with none gets counts only; every
+    section is written under its kind's figure name (analysis.report_kinds)."""
+    from analysis.report_kinds import REPORTS
+    implicit = capacity_runs(sweep="implicit", ns=(8, 16, 32)).assign(**{"report.kind": ""})
+    grid = capacity_runs(sweep="gridded", ns=(8, 16)).assign(**{"report.kind": "", "search.kind": "grid"})
+    md = write_report(make_dir(tmp_path, implicit, grid), n_boot=10).read_text()
+    assert "## Sweep `implicit` (capacity)" in md and "## Sweep `gridded` (no report.kind)" in md
+    assert "No report for report.kind = None; counts only." in md
+    assert f"implicit_{REPORTS['capacity'].FIGURE}.png" in {p.name for p in (tmp_path / "report").iterdir()}
+    fits = json.loads((tmp_path / "report" / "fits.json").read_text())
+    assert {f["sweep"] for f in fits} == {"implicit"} and len(fits) == 4

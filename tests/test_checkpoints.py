@@ -11,9 +11,11 @@ import torch
 
 from ftcore import checkpoint as ck
 from ftcore.config import member_from_dict
-from ftcore.fit import build_pack, fit, make_optimizer, saved_states, compact, train_loss
+from ftcore.fit import build_pack, compact, fit, make_optimizer, saved_states, train_loss
+from ftcore.pack import load_base, rebuild
 from sweeps.cli import main
 from sweeps.execute import run_pack
+from sweeps.probe import Probe
 from sweeps.sink import ResultSink
 from sweeps.spec import SpecError, load_checked
 from sweeps.trained_base import row_member
@@ -30,7 +32,7 @@ def cfg(adapter, seed=0, save="final", steps=12, model=MLP, task=TEACHER, **trai
 
 def record(out, configs, trial="t0"):
     """Train `configs` as one pack through the workers' run_pack and commit it to `out` -> rows."""
-    pack = [{"config": c, "meta": {"group": "", "round": 1}} for c in configs]
+    pack = [Probe.from_payload({"config": c, "meta": {"group": "", "round": 1}}) for c in configs]
     runs, curves = run_pack(pack, {"sweep": "src"}, trial, out_dir=str(out))
     ResultSink(out).write_pack(trial, runs, curves)
     return runs
@@ -70,7 +72,7 @@ def test_merged_base_reproduces_the_trained_member(adapter):
                                             "last_activation": True}, "task": "lora_teacher", "seed": m.seed}
         task, adapted = build_pack([m], torch.float32)
         ck.load_state(adapted, state)
-        merged = ck.rebuild(meta, state)
+        merged = rebuild(meta, state)
         assert all(p.shape[0] == 1 and not p.requires_grad for p in merged.parameters())
         x = task.x_test
         with torch.no_grad():
@@ -97,7 +99,7 @@ def test_generic_full_on_a_transformer_merges_exactly():
     ck.load_state(adapted, state)
     x = task.batch(0)[0]
     with torch.no_grad():
-        assert torch.equal(ck.rebuild(meta, state)(x), adapted(x))
+        assert torch.equal(rebuild(meta, state)(x), adapted(x))
 
 
 def test_additive_relu_is_not_mergeable():
@@ -203,7 +205,7 @@ def test_trained_base_is_shared_and_bit_identical_after_training(src):
     base = {n: p.detach().clone() for n, p in model.base.named_parameters()}
     assert all(p.shape[0] == 1 and not p.requires_grad for p in model.base.parameters())     # one copy per pack
     meta, state = ck.from_bytes((out / rows[("lora", 1)]["checkpoint"]).read_bytes())
-    assert all(torch.equal(p, dict(ck.rebuild(meta, state).named_parameters())[n]) for n, p in base.items())
+    assert all(torch.equal(p, dict(rebuild(meta, state).named_parameters())[n]) for n, p in base.items())
     opt = make_optimizer(model, members)
     for step in range(3):
         opt.zero_grad()
@@ -241,7 +243,7 @@ def test_chain_of_two_and_a_uri_output(src, tmp_path):
     _, members = load_checked(spec_file(tmp_path, {"dir": uri, "run_id": b["run_id"]}))
     c = members[0]
     assert c.source.dir == uri
-    base_c = ck.load_base(c.source)
+    base_c = load_base(c.source)
     b_member = row_member(b)
     task, b_model = build_pack([b_member], torch.float32)
     ck.load_state(b_model, ck.from_bytes((b_dir / b["checkpoint"]).read_bytes())[1])

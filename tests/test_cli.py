@@ -119,3 +119,41 @@ def test_bad_progress_interval_exit_2_nothing_written(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "FTCORE_PROGRESS_S" in lines[0] and "'soon'" in lines[0], r.stderr
     assert not out.exists()
+
+
+def test_a_usage_mistake_is_one_line(tmp_path):
+    """argparse's own errors follow the contract too: exit 2, one line, the help one command away."""
+    r = ftsweep("resume", str(tmp_path), "--bogus")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("ftsweep: error: unrecognized arguments: --bogus") and "--help" in r.stderr
+    r = ftsweep("run", FTC, "--out")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "ftsweep run --help" in r.stderr, r.stderr
+
+
+def test_submit_passes_no_limits_on_to_the_job():
+    """`submit --no-limits` lifts the caps here (the spec is checked before anything is sent) and in the job's
+    command, for a new sweep and for --resume (the job checks the caps again)."""
+    from sweeps.cli import _parser
+    from sweeps.submit import entrypoint
+    args = _parser().parse_args(["submit", FTC, "--no-limits", "--address", "http://127.0.0.1:1"])
+    assert args.no_limits
+    assert entrypoint("/data/x", no_limits=True).endswith("--address auto --no-limits")
+    assert entrypoint("~/x", resume=True, no_limits=True) == 'python -m sweeps.cli resume "$HOME"/x --address auto --no-limits'
+    assert "--no-limits" not in entrypoint("/data/x") + entrypoint("/data/x", resume=True)
+    over = ftsweep("submit", FTC, "seeds=5000", "--address", "http://127.0.0.1:1", "--out", "/data/x")
+    assert over.returncode == 2 and "--no-limits" in over.stderr
+    lifted = ftsweep("submit", FTC, "seeds=5000", "--no-limits", "--address", "http://127.0.0.1:1", "--out", "/data/x")
+    assert lifted.returncode == 2 and "cannot reach the Ray Jobs API" in lifted.stderr, lifted.stderr   # got past the cap
+
+
+def test_out_under_a_symlinked_parent_is_the_real_path(tmp_path):
+    """Symlinks among the parents of --out are allowed and resolved once (system layouts such as /tmp ->
+    /private/tmp); the directory itself may not be one (tests/bad_inputs/dirs.yaml)."""
+    from sweeps.storage import check_output
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert check_output(str(tmp_path / "link" / "out")) == str(tmp_path / "link" / "out")
+    (tmp_path / "real" / "out").mkdir()
+    assert check_output(str(tmp_path / "link" / "out")) == str(tmp_path / "link" / "out")
+    with pytest.raises(ValueError, match="is a symlink"):
+        check_output(str(tmp_path / "link"))

@@ -17,7 +17,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from grid_ids import grid_run_ids
 
 pytestmark = pytest.mark.slow
@@ -85,7 +84,8 @@ def test_sweep_submitted_as_a_job_runs_on_both_nodes(cluster, tmp_path):
 
     parts = sorted((out / "runs").glob("part-*.parquet"))
     runs = pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default").to_pandas()
-    assert set(runs.run_id) == set(grid_run_ids(spec, ["train.steps=600"])) and runs.run_id.is_unique and set(runs.status) == {"ok"}
+    assert set(runs.run_id) == set(grid_run_ids(spec, ["train.steps=600"]))
+    assert runs.run_id.is_unique and set(runs.status) == {"ok"}
     assert (runs["train.steps"] == 600).all()                 # the override reached the cluster
     assert runs.ray_node_id.nunique() == 2, runs[["trial_id", "ray_node_id"]]
     assert (out / "report" / "report.md").is_file()
@@ -152,6 +152,18 @@ def test_job_mistakes_exit_2(cluster, tmp_path):
     for args in (["--resume", "rel/dir"], ["--resume", "/abs", str(tmp_path / "x.yaml")], []):
         r = ftsweep("submit", *args, "--address", address, env=env, check=False)
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+
+
+def test_a_client_without_the_clusters_token_is_refused(cluster):
+    """Issue 15 item 4: the cluster's Jobs API refuses ftsweep without the token, or with another one, in one
+    line (exit 2); with it (the fixture's RAY_AUTH_MODE=token and RAY_AUTH_TOKEN) the same command works."""
+    env, address, _ = cluster
+    no_token = {k: v for k, v in env.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    for client_env in (no_token, {**env, "RAY_AUTH_TOKEN": secrets.token_hex(32)}):
+        r = ftsweep("status", "--address", address, env=client_env, check=False)
+        assert r.returncode == 2 and r.stderr.startswith("ftsweep: error:") and r.stderr.count("\n") == 1, r.stderr
+        assert "token" in r.stderr.lower(), r.stderr
+    ftsweep("status", "--address", address, env=env)
 
 
 def can_unshare() -> bool:

@@ -19,7 +19,6 @@ adapter: {name: additive_relu, depth: 2, width: 4}
 train:   {steps: 60, lr: 2.0e-2, eval_every: 20, early_stop: false}
 seeds: 2
 search: {kind: grid}
-report: {kind: capacity, x: task.n}
 """
 
 

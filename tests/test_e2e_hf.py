@@ -18,7 +18,7 @@ axes:
   task.n_dicts: [2, 3]
 seeds: 2
 search:  {{kind: capacity, param: adapter.rank, ladder: [1, 4], success: fit/success, quorum: 0.5}}
-report:  {{kind: capacity}}
+report:  {{kind: capacity, x: task.n_dicts}}
 """
 
 

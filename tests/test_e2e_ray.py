@@ -51,8 +51,11 @@ def test_capacity_sweep_end_to_end(tmp_path):
     curves = read_dataset(out / "curves").to_pandas()
     assert set(curves.run_id) == set(runs.run_id) and "fit/max_err" in curves
 
-    run_id = runs.run_id.iloc[0]
-    acc = EventAccumulator(str(out / "tb" / run_id))
+    row = runs.iloc[0]
+    run_id = row.run_id                    # TensorBoard names a run by what varies (the run_id is an hparam)
+    name = (f"task.n={row['task.n']}/adapter.depth={row['adapter.depth']}/adapter.width={row['adapter.width']}"
+            f"/seed={row['seed']}")
+    acc = EventAccumulator(str(out / "tb" / name))
     acc.Reload()
     assert "fit/max_err" in acc.Tags()["scalars"]
     steps = [e.step for e in acc.Scalars("fit/max_err")]
@@ -97,7 +100,7 @@ def test_train_worker_runs_packs_in_ray_train(tmp_path):
     and the Train run directories are there, and the metrics equal the default (reused Tune actor) worker's."""
     spec = tmp_path / "tiny.yaml"
     spec.write_text(TINY_FTC)
-    common = ["search.kind=grid", "task.n=[3]", "adapter.width=4", "train.steps=60"]
+    common = ["search.kind=grid", "report.kind=", "task.n=[3]", "adapter.width=4", "train.steps=60"]
     ftsweep("run", str(spec), "--out", str(tmp_path / "train"), "execution.worker=train", *common, cwd=tmp_path)
     ftsweep("run", str(spec), "--out", str(tmp_path / "tune"), *common, cwd=tmp_path)
     train, tune = (read_dataset(tmp_path / d / "runs").to_pylist() for d in ("train", "tune"))
@@ -158,7 +161,8 @@ def test_output_at_a_uri_then_resume_from_it(tmp_path):
     assert f"results in {uri}" in r.stdout and not (target / "report").exists()
     runs = read_dataset(target / "runs").to_pandas()
     assert runs.run_id.is_unique and set(runs.status) == {"ok"} and (target / "spec.yaml").is_file()
-    assert {p.name for p in (target / "tb").iterdir()} >= set(runs.run_id) and (target / "ray").is_dir()
+    assert {p.name for p in (target / "tb").iterdir() if p.is_dir()} == {f"task.n={n}" for n in runs["task.n"]} | {"sweep"}
+    assert len(list((target / "tb").rglob("events.out.tfevents.*"))) == len(runs) + 2 and (target / "ray").is_dir()
 
     r = ftsweep("resume", uri, cwd=tmp_path)
     assert f"resumed: {len(runs)} runs were already recorded, 0 ran now" in r.stdout

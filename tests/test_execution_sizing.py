@@ -7,6 +7,7 @@ from ftcore import member_from_dict
 from ftcore.footprint import max_members, member_bytes
 from ftcore.models.hf_causal_lm import HFCausalLM
 from sweeps.execute import split_for_memory
+from sweeps.probe import Probe
 from sweeps.runner import auto_pack_size, slots
 from sweeps.spec import ExecutionSpec
 
@@ -39,7 +40,7 @@ def test_footprint_grows_with_the_member_and_bounds_the_pack():
 
 def test_worker_cuts_a_pack_to_its_memory_share():
     members = [ftc(8, 4, s) for s in range(5)] + [ftc(64, 256, 9)]
-    pack = [{"config": m.nested(), "meta": {}} for m in members]
+    pack = [Probe(m, {}) for m in members]
     budget = 3.5 * member_bytes(members[-1])        # the largest member sets the padded footprint
     parts = split_for_memory(pack, budget)
     assert [len(p) for p in parts] == [3, 3] and sum(parts, []) == pack

@@ -2,23 +2,28 @@
 
 * worker death: kill -9 the process training a trial mid-pack; Tune retries the trial and the sweep ends
   with exactly the spec's run_ids, all ok;
-* driver death: kill -9 `ftsweep run` mid-sweep (a capacity search, so the rounds depend on results);
-  `ftsweep resume DIR` finishes without re-running recorded runs, and the run_id set equals an undisturbed
-  run's.
+* driver death, chaos: kill -9 the driver (`ftsweep run`, then each `ftsweep resume`) at K seeded random points of
+  a capacity search (its rounds depend on results), resuming after each: recorded runs are never run again nor
+  their parts touched, and the last resume ends with exactly an undisturbed run's run_ids and thresholds;
+* SIGTERM after some runs were committed: exit 130, those runs kept, resume finishes.
+
+Injected trial faults (a trial that always dies, or dies after committing): tests/test_faults_e2e.py.
 """
 import os
+import random
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
+from e2e import finish, kill_driver, process_tree, read_until
+from e2e import start_cli as start
 from grid_ids import grid_run_ids
+
 from sweeps.spec import load_spec
 
 pytestmark = pytest.mark.slow
@@ -55,48 +60,9 @@ def runs_table(out: Path) -> pa.Table:
     return pa.concat_tables([pq.read_table(p) for p in parts], promote_options="default")
 
 
-def ray_processes() -> dict[int, str]:
-    """pid -> command line of every `ray::` process (worker/actor titles) on this machine."""
-    out = {}
-    for d in Path("/proc").glob("[0-9]*"):
-        try:
-            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-        except OSError:
-            continue
-        if cmd.startswith("ray::"):
-            out[int(d.name)] = cmd
-    return out
-
-
-def kill_orphans(before: set[int]) -> None:
-    """A SIGKILLed driver takes its raylet and workers with it, but Ray's agents live on: clean them up."""
-    for pid in set(ray_processes()) - before:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
-
-def start(args: list[str], cwd: Path, **env) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "sweeps.cli", *args], cwd=cwd, text=True, bufsize=1,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, **env})
-
-
-def read_until(proc: subprocess.Popen, pattern: str, timeout: float = 400) -> list[str]:
-    """Lines of `proc` up to and including the first one matching `pattern`."""
-    lines, t0 = [], time.time()
-    for line in proc.stdout:
-        lines.append(line)
-        if re.search(pattern, line):
-            return lines
-        assert time.time() - t0 < timeout, "".join(lines[-40:])
-    raise AssertionError(f"{pattern!r} never printed; exit {proc.wait()}:\n" + "".join(lines[-40:]))
-
-
-def finish(proc: subprocess.Popen, timeout: float = 600) -> str:
-    out, _ = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, out[-4000:]
-    return out
+def committed_parts(out: Path) -> dict[str, int]:
+    """runs part name -> mtime_ns: what a driver had committed (to check that a later one leaves it alone)."""
+    return {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("part-*.parquet")}
 
 
 def ftsweep(args: list[str], cwd: Path) -> str:
@@ -108,12 +74,12 @@ def test_killed_trial_worker_is_retried(tmp_path):
     spec.write_text(ONE_TRIAL_GRID)
     out = tmp_path / "out"
     expected = set(grid_run_ids(spec))
-    before = set(ray_processes())
     proc = start(["run", str(spec), "--out", str(out)], tmp_path, FTCORE_PROGRESS_S="0")
     lines = read_until(proc, r"trial (\S+): pack 1/1 at step")
     trial_id = re.search(r"trial (\S+): pack", lines[-1]).group(1)
-    workers = [pid for pid, cmd in ray_processes().items() if pid not in before and "ImplicitFunc" in cmd]
-    assert len(workers) == 1, ray_processes()
+    tree = process_tree(proc.pid)               # this driver's Ray only, not another test's on the machine
+    workers = [pid for pid, cmd in tree.items() if cmd.startswith(b"ray::ImplicitFunc")]
+    assert len(workers) == 1, tree
     assert not list((out / "runs").glob("part-*.parquet"))      # mid-pack: nothing committed yet
     os.kill(workers[0], signal.SIGKILL)
     text = "".join(lines) + finish(proc)
@@ -125,37 +91,76 @@ def test_killed_trial_worker_is_retried(tmp_path):
     assert set(runs.trial_id) == {trial_id}        # the same trial, run again after its worker died
 
 
-def test_killed_driver_then_resume_matches_undisturbed_run(tmp_path):
-    spec = tmp_path / "cap.yaml"
+@pytest.fixture(scope="module")
+def capacity_reference(tmp_path_factory) -> tuple[Path, Path]:
+    """The CAPACITY sweep run once undisturbed: (spec path, output dir), shared by the tests that compare with it."""
+    tmp = tmp_path_factory.mktemp("capacity")
+    spec = tmp / "cap.yaml"
     spec.write_text(CAPACITY)
-    ref = tmp_path / "ref"
-    ftsweep(["run", str(spec), "--out", str(ref)], tmp_path)
+    ftsweep(["run", str(spec), "--out", str(tmp / "ref")], tmp)
+    return spec, tmp / "ref"
+
+
+def thresholds(out: Path):
+    """Capacity thresholds m* per cell from the Parquet rows (analysis.thresholds, the report's own code)."""
+    from analysis.load import read_runs
+    from analysis.thresholds import capacity_thresholds
+    table, _ = capacity_thresholds(read_runs(out), param="adapter.width", success="fit/success", quorum=0.5,
+                                   x="task.n", curve_by=["adapter.depth"], n_boot=20)
+    return table.sort_values(["adapter.depth", "x"]).reset_index(drop=True)
+
+
+CHAOS_KILLS, CHAOS_SEED = 3, 2      # seed 2: kills mid-trial before any commit, after a commit, between rounds
+EVENT = r"round \d+: \d+ runs \(|trial \S+: \d+ runs"        # a round with work starts, a trial commits
+
+
+def kill_at_random_point(proc, rng: random.Random) -> str:
+    """Kill the driver after the m-th event (m uniform in 1..3) from the first round that has work, plus a delay
+    uniform in [0, 0.5) s: before a round's trials start, mid-trial, right after a commit, between rounds.
+    Each point lies within one round (a round commits at most two trials here), so with K=3 the capacity
+    search's 4 rounds are never all done: the driver is asserted alive when it is killed."""
+    m, delay = rng.randint(1, 3), rng.uniform(0, 0.5)
+    lines = read_until(proc, r"round \d+: \d+ runs \(")
+    for _ in range(m - 1):
+        lines += read_until(proc, EVENT)
+    time.sleep(delay)
+    assert proc.poll() is None, "the sweep ended before the kill point:\n" + "".join(lines[-20:])
+    kill_driver(proc)
+    return f"after event {m} (+{delay:.2f}s): {lines[-1].strip()}"
+
+
+def test_chaos_killed_driver_resumed_k_times_matches_undisturbed_run(tmp_path, capacity_reference):
+    """K times: kill -9 the driver at a seeded random point, then `ftsweep resume` (itself killed but for the
+    last). Runs committed before a kill are never run again and their parts never rewritten; the end is exactly
+    the undisturbed run set (no duplicate run_id) and the same thresholds."""
+    spec, ref = capacity_reference
     expected = runs_table(ref).column("run_id").to_pylist()
     assert len(expected) == len(set(expected))
-
+    rng = random.Random(CHAOS_SEED)
     out = tmp_path / "out"
-    before = set(ray_processes())
     proc = start(["run", str(spec), "--out", str(out)], tmp_path)
-    read_until(proc, r"round 2: ")
-    read_until(proc, r"trial \S+: \d+ runs")         # a trial of round 2 committed, the round unfinished
-    proc.kill()
-    proc.wait()
-    time.sleep(2)
-    kill_orphans(before)
-    done_before = {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("part-*.parquet")}
-    n_before = runs_table(out).num_rows
-    assert 0 < n_before < len(expected)
+    where, seen = [], {}
+    for _ in range(CHAOS_KILLS):
+        where.append(kill_at_random_point(proc, rng))
+        parts = committed_parts(out)
+        assert parts.items() >= seen.items(), (where, seen, parts)      # earlier commits untouched
+        seen = parts
+        proc = start(["resume", str(out)], tmp_path)
+    n_before = runs_table(out).num_rows if seen else 0
+    assert n_before < len(expected), where
+    text = finish(proc)
 
-    text = ftsweep(["resume", str(out)], tmp_path)
     m = re.search(r"resumed: (\d+) runs were already recorded, (\d+) ran now", text)
     assert m, text[-3000:]
-    assert int(m.group(1)) == n_before and int(m.group(2)) == len(expected) - n_before
-    assert "already recorded" in text and (out / "report" / "report.md").is_file()
-    for name, mtime in done_before.items():                 # recorded parts untouched
-        assert (out / "runs" / name).stat().st_mtime_ns == mtime
-
+    assert int(m.group(1)) == n_before and int(m.group(2)) == len(expected) - n_before, (where, text[-3000:])
+    assert committed_parts(out).items() >= seen.items()
+    assert (out / "report" / "report.md").is_file()
     ids = runs_table(out).column("run_id").to_pylist()
-    assert len(ids) == len(set(ids)) and set(ids) == set(expected)
+    assert len(ids) == len(set(ids)) and set(ids) == set(expected), where
+    got, want = thresholds(out), thresholds(ref)
+    assert len(want) == 4 and want["threshold"].notna().any()          # a search that found thresholds
+    np.testing.assert_array_equal(got["threshold"].to_numpy(), want["threshold"].to_numpy(), err_msg=str(where))
+    assert got["probes"].tolist() == want["probes"].tolist()
 
 
 def test_resume_refuses_a_directory_without_a_sweep(tmp_path):
@@ -178,22 +183,28 @@ def test_resume_names_a_corrupt_part_and_exits_1(tmp_path, capsys):
 
 
 def test_sigterm_stops_the_sweep_and_resume_finishes_it(tmp_path):
-    """`kill PID` (SIGTERM) mid-sweep: exit 130 naming `ftsweep resume`, no report of a partial sweep, Ray shut
-    down (no process left behind); resume then completes the spec's run_ids."""
+    """`kill PID` (SIGTERM) mid-sweep, after some runs were committed: exit 130 naming `ftsweep resume`, those runs
+    kept, no report of a partial sweep, Ray shut down (none of the processes it started left behind); resume then
+    completes the spec's run_ids."""
     spec = tmp_path / "grid.yaml"
     spec.write_text(ONE_TRIAL_GRID.replace("pack_size: 8", "pack_size: 1").replace("steps: 3000", "steps: 1500"))
     out = tmp_path / "out"
-    before = set(ray_processes())
     proc = start(["run", str(spec), "--out", str(out)], tmp_path)
     read_until(proc, r"round 1: ")
-    time.sleep(2)
+    read_until(proc, r"trial \S+: 1 runs")             # some runs committed: the signal comes mid-sweep
+    committed = committed_parts(out)
+    tree = process_tree(proc.pid)
     proc.send_signal(signal.SIGTERM)
-    text, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 130, text[-3000:]
+    text = finish(proc, timeout=120, code=130)
     assert f"ftsweep resume {out}" in text and "done:" not in text
     assert not (out / "report").exists()
+    n = int(re.search(r"interrupted: (\d+) runs are recorded", text).group(1))
+    assert 1 <= len(committed) <= n < 4, text[-3000:]        # recorded before the signal, and kept
+    assert committed_parts(out).items() >= committed.items() and runs_table(out).num_rows == n
     time.sleep(3)
-    assert not set(ray_processes()) - before, ray_processes()
+    alive = [pid for pid, cmd in tree.items() if Path(f"/proc/{pid}").exists()
+             and Path(f"/proc/{pid}/cmdline").read_bytes() == cmd]
+    assert not alive, {pid: tree[pid] for pid in alive}      # Ray shut down, nothing left behind
 
     ftsweep(["resume", str(out)], tmp_path)
     runs = runs_table(out).to_pandas()

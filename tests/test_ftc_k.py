@@ -7,8 +7,8 @@ import pandas as pd
 
 from analysis.capacity_report import capacity_section
 from analysis.meta import SweepMeta
-from tests.test_packed_vs_unpacked import run_sweep_in_process
 from sweeps.spec import load_spec
+from tests.test_packed_vs_unpacked import run_sweep_in_process
 
 SWEEP = Path(__file__).resolve().parents[1] / "sweeps" / "ftc_k.yaml"
 SMALL = ["task.n=4", "task.k=[4,8,16,32,64]", "task.labels=rademacher", "train.steps=150", "seeds=2",

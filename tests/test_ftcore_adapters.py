@@ -261,7 +261,7 @@ def test_packing_independence_and_masks(aname, fixed, caps, mname, mcfg):
             randomize(model, seed=7)
         model.zero_grad()
         const_loss(model, x).sum().backward()
-        for e, name, q, pad in pads():
+        for e, name, _q, pad in pads():
             assert bool((packed[name].grad[e][pad] == 0).all()), f"masked entries of {name} get a gradient"
     with torch.no_grad():
         out = model(x)

@@ -14,7 +14,6 @@ import ftcore
 from ftcore.tasks.lora_construction import threshold_rank
 
 
-
 def ftc(width, seed, n=6, steps=300, lr=1e-2, early_stop=True, tol=0.1, **train):
     return ftcore.member_from_dict({
         "model": {"name": "mlp", "width": 8, "depth": 2},
@@ -92,6 +91,27 @@ def test_report_is_called_with_active_counts():
     assert steps == sorted(steps) and steps[0] == 0 and steps[-1] == 100
     assert all(info["of"] == 2 and 0 <= info["active"] <= 2 for _, info in calls)
     assert calls[-1][1]["active"] == 1                                        # the easy member stopped
+
+
+def test_on_eval_hears_every_evaluation_and_prunes_whom_it_names():
+    """`on_eval(step, rows)` gets each evaluated member's curve row (keyed by its index in the pack list); a member
+    it names stops there with status `pruned`, frozen (no more curve points), and the others train on as if it
+    had never been in the pack (compaction drops it like a finished member)."""
+    pack = [ftc(8, seed=0, early_stop=False, steps=100), ftc(8, seed=1, early_stop=False, steps=100),
+            ftc(4, seed=2, early_stop=False, steps=100)]
+    heard = []
+
+    def on_eval(step, rows):
+        heard.append((step, sorted(rows)))
+        assert all(row["step"] == step and "fit/max_err" in row for row in rows.values())
+        return [1, 7] if step == 50 else ()          # 7: no such member, ignored
+    results = ftcore.fit(pack, on_eval=on_eval)
+    assert heard == [(s, [0, 1, 2]) for s in (0, 25, 50)] + [(s, [0, 2]) for s in (75, 100)]
+    assert [r.status for r in results] == ["ok", "pruned", "ok"]
+    assert results[1].steps == 50 and results[1].curve[-1]["step"] == 50
+    assert [r.steps for r in (results[0], results[2])] == [100, 100]
+    for r, alone in zip((results[0], results[2]), ftcore.fit([pack[0], pack[2]])):
+        assert_rel_close(r.metrics, alone.metrics)
 
 
 def test_zero_steps_evaluates_the_base():

@@ -15,14 +15,14 @@ import ftcore
 from ftcore.fit import build_pack
 
 TASK_CASES = {   # name -> small member config, and a per-member field varied across the pack (or None)
-    "ftc_relabel": dict(model={"name": "mlp", "width": 6, "depth": 2},
-                        adapter={"name": "additive_relu", "width": 4},
-                        task={"name": "ftc_relabel", "dim": 3, "n": 4},
-                        vary=("n", [3, 8, 5])),
-    "lora_teacher": dict(model={"name": "mlp", "width": 4, "depth": 2},
-                         adapter={"name": "lora", "rank": 2},
-                         task={"name": "lora_teacher", "batch_size": 16, "n_val": 32, "n_test": 48},
-                         vary=None),
+    "ftc_relabel": {"model": {"name": "mlp", "width": 6, "depth": 2},
+                    "adapter": {"name": "additive_relu", "width": 4},
+                    "task": {"name": "ftc_relabel", "dim": 3, "n": 4},
+                    "vary": ("n", [3, 8, 5])},
+    "lora_teacher": {"model": {"name": "mlp", "width": 4, "depth": 2},
+                     "adapter": {"name": "lora", "rank": 2},
+                     "task": {"name": "lora_teacher", "batch_size": 16, "n_val": 32, "n_test": 48},
+                     "vary": None},
     "icl_regression": {"model": {"name": "transformer", "n_embd": 16, "n_layer": 1, "n_head": 2, "n_positions": 64},
                        "adapter": {"name": "full"},
                        "task": {"name": "icl_regression", "dim": 4, "n_points": 9, "batch_size": 8, "n_eval": 16,

@@ -20,7 +20,9 @@ def _close(got, ref, dtype):
 def _pack(E, M, K, N, R, dtype, bias=True, seed=0):
     """Inputs of a grouped problem, scaled so activations stay O(1) (fp16-safe)."""
     g = torch.Generator().manual_seed(seed)
-    r = lambda *s, std=1.0: (torch.randn(*s, generator=g) * std).to(dtype)
+
+    def r(*s, std=1.0):
+        return (torch.randn(*s, generator=g) * std).to(dtype)
     x = r(E, M, K)
     W = r(E, K, N, std=K ** -0.5)
     b = r(E, N) if bias else None

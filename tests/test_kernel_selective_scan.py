@@ -16,7 +16,9 @@ NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 def _inputs(Bt, Dm, N, L, dtype, D=True, z=True, bias=True, per_row=False, seed=0):
     """u, delta, A, B, C, D, z, delta_bias: O(1) activations, Δ ~ 0.1–1, A negative (a stable scan)."""
     g = torch.Generator().manual_seed(seed)
-    r = lambda *s: torch.randn(*s, generator=g)
+
+    def r(*s):
+        return torch.randn(*s, generator=g)
     lead = (Bt,) if per_row else ()
     ins = {"u": r(Bt, Dm, L), "delta": r(Bt, Dm, L) * 0.5 - 1.0, "A": -torch.rand(*lead, Dm, N, generator=g) - 0.2,
            "B": r(Bt, N, L) * 0.5, "C": r(Bt, N, L) * 0.5, "D": r(*lead, Dm) if D else None,

@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-import ftcore
 from ftkernels import dispatch
 from sweeps.execute import run_pack
+from sweeps.probe import Probe
 
 pytestmark = pytest.mark.skipif(not (torch.cuda.is_available() or dispatch.interpreting()),
                                 reason="needs CUDA or TRITON_INTERPRET=1")
@@ -37,7 +37,7 @@ PACKS = {
 
 @pytest.mark.parametrize("name", sorted(PACKS))
 def test_triton_path_matches_reference(name, monkeypatch):
-    pack = [{"config": c, "meta": {}} for c in PACKS[name]]
+    pack = [Probe.from_payload({"config": c, "meta": {}}) for c in PACKS[name]]
     monkeypatch.setenv("FTCORE_KERNELS", "torch")
     ref_rows, ref_curves = run_pack(pack, {}, "t")
     monkeypatch.setenv("FTCORE_KERNELS", "triton")

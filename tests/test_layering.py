@@ -1,4 +1,5 @@
-"""Top-level names must resolve to this repository (PyPI has `sweeps`, `analysis`; HF's `kernels` — a transformers dependency — is why ours is `ftkernels`). And layering:
+"""Top-level names must resolve to this repository (PyPI has `sweeps`, `analysis`; HF's `kernels` — a transformers
+dependency — is why ours is `ftkernels`). And layering:
 ftcore imports no Ray; analysis imports none of ftcore/sweeps/ftkernels/torch/ray."""
 import subprocess
 import sys

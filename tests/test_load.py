@@ -10,7 +10,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from grid_ids import grid_run_ids
 
 pytestmark = pytest.mark.slow

@@ -212,7 +212,9 @@ def test_members_independent(act, bias):
     R = threshold_rank(D, L, L_bar) - 1
     pack = construct(W, b, Wt, bt, R, act, True, xc)
     for e in range(E):
-        sl = lambda ts: None if ts is None else [t[e:e + 1] for t in ts]  # noqa: E731
+        def sl(ts, e=e):
+            return None if ts is None else [t[e:e + 1] for t in ts]
+
         one = construct(sl(W), sl(b), sl(Wt), sl(bt), R, act, True, xc)
         for l in range(L):
             torch.testing.assert_close(pack[0][l][e:e + 1] @ pack[1][l][e:e + 1], one[0][l] @ one[1][l],

@@ -142,7 +142,7 @@ def test_looped_recurrence_by_hand():
     m, x = make("looped_transformer"), xs(1)
     P_ = m.read_in(x)
     Y = torch.zeros_like(P_)
-    for t, out in enumerate(m.forward_loops(x)):
+    for out in m.forward_loops(x):
         Y = m.backbone(Y + P_)
         torch.testing.assert_close(out, m.read_out(Y), rtol=0, atol=0)
 

@@ -71,7 +71,7 @@ def test_corpus_format_answer_and_uniqueness():
 def test_mdqa_format_gold_positions_and_uniqueness():
     slots = [j % 7 for j in range(70)]
     b = sample_mdqa(_gen(1), 7, slots, digits=(2, 2))
-    assert b.gold_position == slots and Counter(b.gold_position) == {i: 10 for i in range(7)}     # stratified
+    assert b.gold_position == slots and Counter(b.gold_position) == dict.fromkeys(range(7), 10)     # stratified
     for p, a, gold in zip(b.prompts, b.answers, b.gold_position):
         docs, who, kind = parse(p)
         assert kind == "code" and len(docs) == 7 and all(len(d) == 1 for d in docs)

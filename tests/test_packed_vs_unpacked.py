@@ -12,7 +12,7 @@ import pytest
 from sweeps.execute import run_pack
 from sweeps.plan import plan_trials
 from sweeps.runner import auto_pack_size, sweep_meta
-from sweeps.search.base import make_search
+from sweeps.search.kinds import make_search
 from sweeps.spec import load_spec
 
 SWEEPS = Path(__file__).resolve().parents[1] / "sweeps"
@@ -27,14 +27,13 @@ def run_sweep_in_process(spec, out: Path, n_slots=2) -> tuple[dict, list[int]]:
     search, rows, sizes = make_search(spec, out), {}, []
     ex = spec.execution
     while (probes := search.next_round()) is not None:
-        payloads = [p.payload() for p in probes]
         round_rows = []
         for trial in plan_trials([p.member for p in probes], n_slots,
                                  ex.pack_size or auto_pack_size(len(probes), n_slots), ex.max_waste,
                                  ex.pack_overhead):
             for pack in trial:
                 sizes.append(len(pack))
-                round_rows += run_pack([payloads[i] for i in pack], sweep_meta(spec), f"r{search.round}")[0]
+                round_rows += run_pack([probes[i] for i in pack], sweep_meta(spec), f"r{search.round}")[0]
         search.record(round_rows)
         rows.update({r["run_id"]: r for r in round_rows})
     return rows, sizes

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from grid_ids import pinned_run_ids
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,3 +34,15 @@ def test_run_ids_unchanged(key, path, variant):
     want = PINNED[key]
     assert (len(ids), ids[:3]) == (want["n"], want["first"])
     assert hashlib.sha256("\n".join(ids).encode()).hexdigest() == want["sha256"]
+
+
+def test_search_and_report_columns_unchanged():
+    """The search.* and report.* columns every runs row carries (sweeps.runner.sweep_meta), pinned per shipped sweep
+    before the search and report sections became their kinds' own configs: same names, order and values."""
+    from sweeps.runner import sweep_meta
+    from sweeps.spec import load_spec
+    pinned = json.loads((Path(__file__).parent / "data" / "sweep_meta_pinned.json").read_text())
+    assert len(pinned) >= 10
+    for stem, want in pinned.items():
+        got = sweep_meta(load_spec(ROOT / "sweeps" / f"{stem}.yaml"))
+        assert list(got.items()) == list(want.items()), stem

@@ -27,7 +27,15 @@ from tensorboard.plugins.hparams import (
     plugin_data_pb2,
 )
 
-from sweeps.tensorboard import write_experiment_config, write_run_events
+from sweeps.tensorboard import (
+    LiveRun,
+    RunNames,
+    SweepScalars,
+    check_run_name,
+    run_name,
+    write_experiment_config,
+    write_run_events,
+)
 
 HPARAMS = {"adapter.rank": 4, "train.lr": 3e-3, "task.name": "ftc_relabel", "fit.strict": True,
            "adapter.width": None, "search.range": [1, 1024]}
@@ -210,3 +218,155 @@ def test_events_via_file_uri(tmp_path):
 def test_plain_path_return_type_unchanged(tmp_path):
     assert _write(tmp_path, "r0").parent == tmp_path / "r0"
     assert write_experiment_config(str(tmp_path), {}, []).parent == tmp_path
+
+
+# ------------------------------------------------------------------ run names
+def test_run_names_say_what_varies_and_stay_unique():
+    name = run_name("adapter.depth=2,task.n=16", {"adapter.width": 8}, 0)
+    assert name == "adapter.depth=2/task.n=16/adapter.width=8/seed=0"
+    assert run_name("", {"train.lr": 0.0031622776}, 3) == "train.lr=0.003162/seed=3"
+    # a value with a comma, a slash and spaces: one component, filesystem-safe
+    odd = run_name("model.dims=[4, 8],task.name=a/b", {}, 1)
+    assert odd == "model.dims=_4,_8_/task.name=a_b/seed=1"
+    check_run_name(odd)
+    names = RunNames()
+    assert names.name("aaaaaaaaaaaaaaaa", name) == name
+    assert names.name("aaaaaaaaaaaaaaaa", name) == name                      # the same run_id: the same name
+    assert names.name("bbbbbbbbbbbbbbbb", name) == name + ",run_id=bbbbbbbb"  # same visible values: disambiguated
+    for bad in ["", "a//b", "../x", "a/.hidden", "sweep/seed=0", "a b", "x/"]:
+        with pytest.raises(ValueError, match="run name"):
+            check_run_name(bad)
+
+
+def test_whole_file_under_a_nested_name(tmp_path):
+    path = write_run_events(tmp_path, "r0", _curves("r0"), HPARAMS, {}, name="task.n=4/seed=0")
+    assert path.parent == tmp_path / "task.n=4" / "seed=0"
+    assert [s for s, _ in _scalars(_acc(path.parent), "train/loss")] == [0, 10, 20, 30]
+
+
+# ------------------------------------------------------------------ live runs
+def _live_rows(steps: int, scale: float = 1.0) -> list[dict]:
+    return [{"step": 10 * s, "train/loss": scale / (s + 1), "fit/success": s >= 2} for s in range(steps)]
+
+
+def test_live_run_is_readable_while_training_and_a_retry_does_not_double(tmp_path):
+    name = "task.n=4/seed=0"
+    run = LiveRun(tmp_path, name, {**HPARAMS, "run_id": "r0"}, group="task.n=4")
+    assert not (tmp_path / "task.n=4").exists()                 # nothing before the first evaluation
+    rows = _live_rows(3)
+    for i, row in enumerate(rows):
+        run.add(row)
+        acc = _acc(tmp_path / name)                             # a reader while the run is still open
+        assert [s for s, _ in _scalars(acc, "train/loss")] == [10 * s for s in range(i + 1)]
+    assert set(acc.PluginTagToContent(metadata.PLUGIN_NAME)) == {metadata.SESSION_START_INFO_TAG}
+    path = run.close({"train/loss": 0.2, "fit/acc": 0.5}, "pruned")
+    acc = _acc(tmp_path / name)
+    assert _scalars(acc, "fit/acc") == [(20, 0.5)] and _scalars(acc, "train/loss")[-1] == (20, pytest.approx(0.2))
+    end = plugin_data_pb2.HParamsPluginData.FromString(
+        acc.PluginTagToContent(metadata.PLUGIN_NAME)[metadata.SESSION_END_INFO_TAG])
+    assert end.session_end_info.status == api_pb2.STATUS_FAILURE
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        acc.PluginTagToContent(metadata.PLUGIN_NAME)[metadata.SESSION_START_INFO_TAG])
+    assert start.session_start_info.hparams["run_id"].string_value == "r0"
+    # a retry: a new file replaces the old one at its first evaluation, the points are not doubled
+    retry = LiveRun(tmp_path, name, {**HPARAMS, "run_id": "r0"})
+    retry.add(_live_rows(1, scale=7.0)[0])
+    assert path.exists() is False and len(list((tmp_path / name).iterdir())) == 1
+    assert _scalars(_acc(tmp_path / name), "train/loss") == [(0, 7.0)]
+    retry.abort()
+
+
+def test_a_torn_tail_hides_only_the_torn_record(tmp_path):
+    """A worker killed mid-write leaves part of a record: every complete record still reads back."""
+    run = LiveRun(tmp_path, "r0", HPARAMS)
+    for row in _live_rows(3):
+        run.add(row)
+    path = run.file.path
+    run.abort()
+    data = path.read_bytes()
+    run2 = LiveRun(tmp_path / "other", "r0", HPARAMS)
+    run2.add(_live_rows(1)[0])
+    record = run2.file.path.read_bytes()
+    run2.abort()
+    path.write_bytes(data + record[: len(record) // 2])        # half of one more record, as a kill leaves it
+    assert [s for s, _ in _scalars(_acc(tmp_path / "r0"), "train/loss")] == [0, 10, 20]
+
+
+def test_live_run_at_a_uri_is_one_upload_at_close(tmp_path):
+    root = f"file://{tmp_path}/tb"
+    run = LiveRun(root, "a=1/seed=0", HPARAMS)
+    for row in _live_rows(3):
+        run.add(row)
+    assert not (tmp_path / "tb").exists()                      # an object store: nothing until the pack ends
+    path = run.close({"train/loss": 0.1}, "ok")
+    assert isinstance(path, str) and path.startswith(f"{root}/a=1/seed=0/events.out.tfevents.")
+    assert [s for s, _ in _scalars(_acc(tmp_path / "tb" / "a=1" / "seed=0"), "train/loss")] == [0, 10, 20, 20]
+
+
+@pytest.mark.parametrize("uri", [False, True])
+def test_sweep_scalars(tmp_path, uri):
+    root = f"file://{tmp_path}" if uri else tmp_path
+    board = SweepScalars(root)
+    board.add(2, {"sweep/runs_done": 2, "search/exponent": 0.5})
+    acc = _acc(tmp_path / "sweep")
+    assert _scalars(acc, "sweep/runs_done") == [(2, 2.0)]
+    board.add(4, {"sweep/runs_done": 4, "ignored": "text"})
+    assert _scalars(_acc(tmp_path / "sweep"), "sweep/runs_done") == [(2, 2.0), (4, 4.0)]
+    board.close()
+    assert len(list((tmp_path / "sweep").iterdir())) == 1
+    again = SweepScalars(root)                                 # a resumed driver starts the curves anew
+    again.add(1, {"sweep/runs_done": 1})
+    again.close()
+    assert _scalars(_acc(tmp_path / "sweep"), "sweep/runs_done") == [(1, 1.0)]
+
+
+def test_experiment_config_display_names_and_string_column(tmp_path):
+    write_experiment_config(tmp_path, {"run_id": str, "seed": [0, 1]}, {"fit/success": "fit success"})
+    content = _acc(tmp_path).PluginTagToContent(metadata.PLUGIN_NAME)
+    exp = plugin_data_pb2.HParamsPluginData.FromString(content[metadata.EXPERIMENT_TAG]).experiment
+    infos = {h.name: h for h in exp.hparam_infos}
+    assert infos["run_id"].type == api_pb2.DATA_TYPE_STRING and not infos["run_id"].HasField("domain_discrete")
+    assert [(m.name.tag, m.display_name) for m in exp.metric_infos] == [("fit/success", "fit success")]
+
+
+# ------------------------------------------------------------------ driver + workers, no Ray runtime
+def test_a_searcher_and_its_trials_write_the_whole_board(tmp_path):
+    """PackSearcher (the driver) names the runs and writes the experiment config and sweep scalars; the trials'
+    execute_trial (the workers) write each member live under its name. Driven by hand, as Tune would."""
+    import json
+
+    from ray.tune.search import Searcher
+
+    from sweeps.execute import execute_trial
+    from sweeps.runner import PackSearcher
+    from sweeps.search.kinds import SEARCHES
+    from sweeps.spec import SweepSpec, validate
+
+    spec = SweepSpec(name="s", model={"name": "mlp", "width": 4, "depth": 1},
+                     adapter={"name": "additive_relu", "depth": 2},
+                     task={"name": "ftc_relabel", "dim": 3, "k_per_n": 1.0, "tol": 0.05},
+                     train={"steps": 200, "lr": 3e-2, "eval_every": 20}, axes={"task.n": [2, 4]}, seeds=2,
+                     search=SEARCHES["capacity"].Config(param="adapter.width", ladder=[1, 2, 4, 8]))
+    validate(spec)
+    searcher, rows, n = PackSearcher(spec, tmp_path, n_slots=2, progress=lambda line: None), [], 0
+    while (cfg := searcher.suggest(f"t{n}")) != Searcher.FINISHED:
+        assert cfg is not None
+        trial = execute_trial(cfg["packs"], cfg["out"], f"t{n}", cfg["sweep_meta"])
+        searcher.on_trial_complete(f"t{n}", {"rows": json.dumps(trial)})
+        rows += trial
+        n += 1
+    searcher.board.close()
+    tb = tmp_path / "tb"
+    for r in rows:
+        name = f"task.n={r['task.n']}/adapter.width={r['adapter.width']}/seed={r['seed']}"
+        content = _acc(tb / name).PluginTagToContent(metadata.PLUGIN_NAME)
+        start = plugin_data_pb2.HParamsPluginData.FromString(content[metadata.SESSION_START_INFO_TAG])
+        assert start.session_start_info.hparams["run_id"].string_value == r["run_id"]
+        assert metadata.SESSION_END_INFO_TAG in content
+    board = _acc(tb / "sweep")
+    assert board.Scalars("sweep/runs_done")[-1].value == len(rows)
+    thresholds = searcher.search.counts()["thresholds"]
+    found = {t.split("/", 1)[1]: board.Scalars(t)[-1].value for t in board.Tags()["scalars"] if t.startswith("threshold/")}
+    assert found == {g: v for g, v in thresholds.items() if v is not None} and found
+    exp, _ = _dashboard(tb)
+    assert {h.name for h in exp.hparam_infos} == {"task.n", "adapter.width", "seed", "run_id"}

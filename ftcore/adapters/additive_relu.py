@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ftcore.adapters.base import Adapter, capacity_mask, pad_stack
-from ftcore.config import check
+from ftcore.fields import check
 from ftcore.models.mlp import linear_init
 from ftcore.registry import ADAPTERS
 from ftkernels.packed_mlp import packed_mlp

@@ -22,10 +22,9 @@ import torch
 from torch import nn
 
 from ftcore.adapters.base import Adapter
-from ftcore.config import check
+from ftcore.fields import check
 from ftcore.registry import ADAPTERS, MODELS
 from ftcore.tokenizers import HF_MODELS, is_hf
-
 
 SEQUENCE_MODELS = ("transformer", "looped_transformer", "mamba", "hybrid", "mambaformer")
 

@@ -13,7 +13,6 @@ On module-based bases (ftcore's sequence models, `hf_causal_lm`) the adapted lay
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import torch
 from torch import nn
@@ -21,7 +20,7 @@ from torch import nn
 from ftcore.adapters.base import Adapter, capacity_mask, pad_stack
 from ftcore.adapters.delta import SEQUENCE_MODELS
 from ftcore.adapters.lora_modules import init_down, inject, matches, merge, site_names
-from ftcore.config import check
+from ftcore.fields import check
 from ftcore.registry import ADAPTERS
 from ftcore.tokenizers import HF_MODELS, is_hf
 from ftkernels.lora_linear import grouped_lora_linear
@@ -31,7 +30,7 @@ from ftkernels.lora_linear import grouped_lora_linear
 class LoraConfig:
     name: str = "lora"
     rank: int = 4
-    alpha: Optional[float] = None
+    alpha: float | None = None
     init_std: float = 0.25
     layers: list[int] = field(default_factory=list)   # mlp: layer indices; empty = every layer
     tune_bias: bool = False
@@ -74,7 +73,8 @@ class LoRA(Adapter):
     @staticmethod
     def check_compatible(cfg, model_cfg, io_dims):
         if model_cfg.name == "mlp":
-            check(all(l < model_cfg.depth for l in cfg.layers), "adapter.layers", f"indices < model.depth={model_cfg.depth}", cfg.layers)
+            check(all(l < model_cfg.depth for l in cfg.layers), "adapter.layers",
+                  f"indices < model.depth={model_cfg.depth}", cfg.layers)
             check(cfg.rank <= model_cfg.width, "adapter.rank", f"<= model.width={model_cfg.width}", cfg.rank)
             check(not cfg.targets, "adapter.targets", "empty on model mlp (it adapts adapter.layers)", cfg.targets)
             check(cfg.dropout == 0, "adapter.dropout", "0 on model mlp", cfg.dropout)

@@ -85,7 +85,7 @@ def _site_names(cfg_json: str, name: str, io_dims: tuple[int, int]) -> tuple[str
         return tuple(f"lm.{s.name}" for s in sites(meta_model(cfg["path"], bool(cfg["download"]))))
     from ftcore.models.mlp import build_model
     from ftcore.registry import MODELS
-    cfg = MODELS.get_entry(name).Config(**{k: v for k, v in json.loads(cfg_json).items()})
+    cfg = MODELS.get_entry(name).Config(**json.loads(cfg_json))
     return tuple(s.name for s in sites(build_model(cfg, io_dims[0], io_dims[1], [torch.Generator()])))
 
 

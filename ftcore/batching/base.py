@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import torch
 
-from ftcore.config import check
+from ftcore.fields import check
 
 MAX_BATCHES = 20_000       # C(N, B) above this is refused by the strategies that enumerate every batch
 

@@ -26,7 +26,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from ftcore.batching.base import Strategy
-from ftcore.config import check
+from ftcore.fields import check
 from ftcore.registry import BATCHINGS
 
 N_INIT = 4          # k-means restarts (sklearn's KMeans uses 1 for k-means++ with n_init='auto')

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ftcore.config import check
+from ftcore.fields import check
 from ftcore.registry import MODELS
 
 
@@ -134,7 +134,7 @@ class HFCausalLM(nn.Module):
         self.lm.eval()          # the frozen base is a fixed function: dropout stays off
         return self
 
-    def freeze(self) -> "HFCausalLM":
+    def freeze(self) -> HFCausalLM:
         for p in self.parameters():
             p.requires_grad_(False)
         return self

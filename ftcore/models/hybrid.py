@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ftcore.config import check
+from ftcore.fields import check
 from ftcore.models.blocks import CausalSelfAttention, PackedLayerNorm
 from ftcore.models.mamba import (
     MambaConfig,

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ftcore.config import check
+from ftcore.fields import check
 from ftcore.models.transformer import PackedTransformer, TransformerConfig
 from ftcore.registry import MODELS
 

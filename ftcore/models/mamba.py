@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ftcore.config import check
+from ftcore.fields import check
 from ftcore.models.blocks import (
     INITS,
     PackedLayerNorm,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ftcore.config import check
+from ftcore.fields import check
 from ftcore.registry import MODELS
 
 ACTIVATIONS = ("relu", "identity")
@@ -98,7 +98,7 @@ class PackedMLP(nn.Module):
             h = self.act(l, linear(l, h) if linear is not None else self.linear(l, h))
         return h
 
-    def freeze(self) -> "PackedMLP":
+    def freeze(self) -> PackedMLP:
         for p in self.parameters():
             p.requires_grad_(False)
         return self

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ftcore.config import check
+from ftcore.fields import check
 from ftcore.models.blocks import (
     INITS,
     PackedLayerNorm,

@@ -50,7 +50,7 @@ class Task:
         """The pack trains over `base` (a trained one, `model.from`) instead of the one `build_base` returned:
         a task whose data or reference numbers derive from the base recomputes them here."""
 
-    def to(self, dtype: torch.dtype, device: torch.device | str | None = None) -> "Task":
+    def to(self, dtype: torch.dtype, device: torch.device | str | None = None) -> Task:
         """Move every tensor attribute (data) to `device` and cast the floating ones to dtype."""
         self.dtype, self.device = dtype, torch.device(device) if device is not None else self.device
         for k, v in vars(self).items():

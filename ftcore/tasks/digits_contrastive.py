@@ -30,7 +30,7 @@ import torch
 
 from ftcore.batching import symmetric_infonce
 from ftcore.batching.partition import Shuffle
-from ftcore.config import check
+from ftcore.fields import check
 from ftcore.models.mlp import build_model
 from ftcore.registry import TASKS
 from ftcore.seeding import generators

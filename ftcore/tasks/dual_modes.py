@@ -139,7 +139,8 @@ def _posterior_from_stats(sx: torch.Tensor, n_x: int | torch.Tensor, xtx: torch.
                           prior: MixturePrior) -> tuple[torch.Tensor, torch.Tensor]:
     """Group posterior π̃ (P, M) and per-group posterior means w̃ (P, M, d) from sufficient statistics.
 
-    sx = Σ_{i≤k+1} x_i (P, d); n_x = k+1 (an int, or a (P, 1) tensor when k varies by row); xtx = Σ_{i≤k} x_i x_iᵀ (P, d, d); xty = Σ_{i≤k} y_i x_i (P, d).
+    sx = Σ_{i≤k+1} x_i (P, d); n_x = k+1 (an int, or a (P, 1) tensor when k varies by row); xtx = Σ_{i≤k} x_i x_iᵀ
+    (P, d, d); xty = Σ_{i≤k} y_i x_i (P, d).
     """
     dm, dw = prior.delta_mu, prior.delta_w
     mu_c, w_c = prior.mu_centres, prior.w_centres                              # (M, d)

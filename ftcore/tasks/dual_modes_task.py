@@ -32,7 +32,8 @@ so nse_prior/model = nse_prior/bayes + gap_prior/bayes up to Monte-Carlo noise (
 (`analysis/dual_modes_report.py`) reads the off-prior curve only at the k where gap_prior/bayes is below 10%
 of nse_prior/bayes. Also
 `bayes/wrong_group/kNN` (mean posterior mass π̃_0 on group 0: early_ascent's input-matching group whose
-labels are wrong; regular4's c_0, the group nearest the demo task), `gap/bayes/mean` (mean (ŷ_model − ŷ_bayes)² / N: §7(d)'s "tracks the Bayes predictor"), `val/mse`
+labels are wrong; regular4's c_0, the group nearest the demo task), `gap/bayes/mean` (mean (ŷ_model − ŷ_bayes)² / N:
+§7(d)'s "tracks the Bayes predictor"), `val/mse`
 `nse_ref/bayes/kNN` (when `n_ref` > 0: the same closed-form curve on `n_ref` fresh task prompts, precise
 enough to decide whether it rises or falls; the report takes the settings' roles from it) and, when
 `long_k` > 0, `nse_long/bayes/kNNNN`: the closed-form Bayes curve at k = 0, 1, 2, 4, …, long_k
@@ -64,7 +65,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ftcore.config import check
+from ftcore.fields import check
 from ftcore.models.mlp import build_model
 from ftcore.registry import TASKS
 from ftcore.seeding import generators

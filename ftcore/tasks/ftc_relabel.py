@@ -24,11 +24,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ftcore.config import check
-from ftcore.tasks import ftc_construction
+from ftcore.fields import check
 from ftcore.models.mlp import build_model
 from ftcore.registry import TASKS
 from ftcore.seeding import generators
+from ftcore.tasks import ftc_construction
 from ftcore.tasks.base import Task, pad_rows
 
 LABELS = ("gaussian", "rademacher")

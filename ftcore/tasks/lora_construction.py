@@ -66,7 +66,7 @@ solve.
 from __future__ import annotations
 
 import operator
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -152,14 +152,14 @@ def _vecmat(v: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
 
 def construct(
     W: Sequence[torch.Tensor],
-    b: Optional[Sequence[torch.Tensor]],
+    b: Sequence[torch.Tensor] | None,
     W_tgt: Sequence[torch.Tensor],
-    b_tgt: Optional[Sequence[torch.Tensor]],
+    b_tgt: Sequence[torch.Tensor] | None,
     rank: int,
     activation: str,
     last_activation: bool,
-    x_calib: Optional[torch.Tensor],
-) -> tuple[list[torch.Tensor], list[torch.Tensor], Optional[list[torch.Tensor]]]:
+    x_calib: torch.Tensor | None,
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor] | None]:
     """Closed-form LoRA + bias adaptation of a frozen FNN towards a target FNN (Zeng & Lee 2024).
 
     Args:
@@ -223,7 +223,7 @@ def construct(
     eye = torch.eye(D, dtype=torch.float64, device=dev).expand(E, D, D)
     downs: list = [None] * L
     ups: list = [None] * L
-    new_b: Optional[list] = [None] * L if has_bias else None
+    new_b: list | None = [None] * L if has_bias else None
 
     for i, grp in enumerate(groups):
         g = len(grp)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ftcore.config import check
+from ftcore.fields import check
 from ftcore.models.mlp import build_model
 from ftcore.optim import PackedAdamW
 from ftcore.registry import TASKS
@@ -85,9 +85,11 @@ class LoraTeacher(Task):
         check(not adapter_cfg.layers, "adapter.layers", "[] (every layer) for train.method=construction", adapter_cfg.layers)
         check(adapter_cfg.alpha is None, "adapter.alpha", "null for train.method=construction", adapter_cfg.alpha)
         if model_cfg.activation == "relu":
-            check(model_cfg.bias, "model.bias", "true for train.method=construction with relu (the construction sets biases)", model_cfg.bias)
+            check(model_cfg.bias, "model.bias",
+                  "true for train.method=construction with relu (the construction sets biases)", model_cfg.bias)
         if model_cfg.bias:
-            check(adapter_cfg.tune_bias, "adapter.tune_bias", "true for train.method=construction when model.bias is true", adapter_cfg.tune_bias)
+            check(adapter_cfg.tune_bias, "adapter.tune_bias",
+                  "true for train.method=construction when model.bias is true", adapter_cfg.tune_bias)
 
     @classmethod
     def rows(cls, cfg):
@@ -178,7 +180,10 @@ class LoraTeacher(Task):
         bt = list(self.target.biases) if self.target.biases is not None else None
         for r in sorted(set(model.ranks)):
             idx = torch.tensor([e for e, re in enumerate(model.ranks) if re == r])
-            sub = lambda ts: None if ts is None else [t[idx] for t in ts]  # noqa: E731
+
+            def sub(ts, idx=idx):
+                return None if ts is None else [t[idx] for t in ts]
+
             downs, ups, new_b = lora_construction.construct(
                 sub(W), sub(b), sub(Wt), sub(bt), r, self.model_cfg.activation,
                 self.model_cfg.last_activation, self.x_val[idx])

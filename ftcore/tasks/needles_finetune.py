@@ -35,17 +35,17 @@ from dataclasses import dataclass
 
 import torch
 
-from ftcore.config import check
+from ftcore.fields import check
 from ftcore.registry import TASKS
 from ftcore.seeding import generators, member_generator
+from ftcore.tasks.kv_retrieval import check_dict_fields, pos_keys
 from ftcore.tasks.lm_text import TextTask, char_len, check_world
 from ftcore.tasks.needles_text import mdqa_max_chars, sample_corpus, sample_mdqa
-from ftcore.tasks.kv_retrieval import check_dict_fields, pos_keys
 from ftcore.tasks.seq_generators import kv_max_lengths, sample_kv_retrieval
 from ftcore.tasks.text_batches import score, token_mean
 
-BEFORE = ("mdqa/", "kv/acc", "retain/lm_ce")
-RETAIN_FIELDS = ("docs_max", "facts_max", "digits_min", "digits_max", "ask")   # must equal the stage-1 lm_text's     # metrics also reported on the base (before/...)
+BEFORE = ("mdqa/", "kv/acc", "retain/lm_ce")     # metrics also reported on the base (before/...)
+RETAIN_FIELDS = ("docs_max", "facts_max", "digits_min", "digits_max", "ask")   # must equal the stage-1 lm_text's
 
 
 @dataclass

@@ -7,7 +7,7 @@ a step trains on `batch_size` prompts (the pack planner's rows); models with lea
 """
 from __future__ import annotations
 
-from ftcore.config import check
+from ftcore.fields import check
 from ftcore.seeding import generators
 from ftcore.tasks.base import Task
 

@@ -88,5 +88,5 @@ def quorum_met(n_success: int, n_seeds: int, quorum: float) -> bool:
 def make_ladder(lo: int, hi: int, values: list[int] | None = None) -> list[int]:
     """Explicit ladder values, or every integer in [lo, hi]."""
     if values:
-        return sorted(set(int(v) for v in values))
+        return sorted({int(v) for v in values})
     return list(range(int(lo), int(hi) + 1))
