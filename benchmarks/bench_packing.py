@@ -30,6 +30,10 @@ include_dashboard=False, _node_ip_address="127.0.0.1"), same logging settings). 
 after ray.init to the rows in hand; ray.init is reported apart. Memory: see common.MemorySampler.
 Adapter inits differ (nn.Module init vs ftcore's per-member generators), so outcomes are compared
 statistically: the fraction of runs that fit per (depth, width), and per-run agreement on fit/success.
+Compute floor (benchmarks/floor.py): each side's member runs' matmul FLOPs (from the `steps` of its own rows:
+Tune's last report on the plain side, the Parquet rows on the packed side) over this CPU's measured one-thread
+matmul throughput at the members' shapes × os.cpu_count(); printed per side beside the ratio as wall s,
+member-runs / min and "× floor" (wall / floor), and stored under sides.<side>.floor and "floor" in the JSON.
 Writes DIR/bench_packing.json (DIR defaults to results/bench_packing) and keeps each side's records in
 DIR/run-<timestamp>/{plain,packed}.
 """
@@ -42,6 +46,7 @@ import time
 from pathlib import Path
 
 import common
+import floor
 
 SIDES = {"plain": "plain Ray Tune", "packed": "ftcore packed"}
 
@@ -54,6 +59,49 @@ def workload_overrides(args) -> list[str]:
 def packed_overrides(args) -> list[str]:
     extra = list(getattr(args, "packed_override", None) or [])
     return workload_overrides(args) + ([f"execution.worker={args.worker}"] if args.worker else []) + extra
+
+
+# -- the compute floor (benchmarks/floor.py) -------------------------------------------------------------------
+def compute_floor(spec, summ: dict[str, dict], rows: dict[str, list[dict]]) -> dict:
+    """Measure this CPU's matmul throughput at the workload's shapes, then per side that ran: its member runs'
+    matmul FLOPs, floor s = FLOPs / (small-shape FLOP/s × cores) and × floor = wall / floor (written into
+    summ[side]["floor"]). Prints the block and returns the throughput for the JSON."""
+    from ftcore.config import member_from_dict
+    ok = [n for n in summ if "error" not in summ[n]]
+    if not ok:
+        return {}
+    base, members = spec.base_dict(), {}
+
+    def member_of(r):
+        key = (*(int(r[k]) for k in common.POINT_KEYS), int(r["seed"]))
+        if key not in members:
+            point = {k: int(r[k]) for k in common.POINT_KEYS}
+            members[key] = member_from_dict(common.plain_member_dict(base, point, key[-1]))
+        return members[key]
+
+    ms = [member_of({**p, "seed": s}) for p, s in common.member_points(spec)]
+    tp = floor.matmul_throughput(sorted({m.task.k for m in ms}), ms[0].task.dim,
+                                 sorted({floor.adapter_dims(1, m.adapter.width, m.adapter.depth)[1] for m in ms}))
+    cores = os.cpu_count()
+    for n in ok:
+        fl = floor.rows_flops(rows[n], member_of)
+        fs = floor.floor_seconds(fl, tp["small_batched_gflops"], cores)
+        summ[n]["floor"] = {"matmul_gflop": round(fl / 1e9, 3), "floor_s": round(fs, 4),
+                            "x_floor": round(summ[n]["wall_s"] / fs, 1) if fs > 0 else None,   # None: no steps
+                            "steps": sum(floor.row_steps(r) or 0 for r in rows[n])}
+    print(f"\ncompute floor (benchmarks/floor.py): matmul FLOPs of the member runs as they trained (their own steps) "
+          f"/ ({tp['small_batched_gflops']:.2f} GFLOP/s, one thread, small shapes batched × {cores} cores); "
+          f"same CPU, one thread: {tp['small_single_gflops']:.2f} GFLOP/s one small torch.mm per call, "
+          f"{tp['gemm_512_gflops']:.2f} GFLOP/s 512² GEMM")
+    print(f"{'':<28}" + "".join(f"{SIDES[n]:>18}" for n in ok))
+    for label, get, fmt in [("optimizer steps (all runs)", lambda s: s["floor"]["steps"], "{}"),
+                            ("matmul GFLOP", lambda s: s["floor"]["matmul_gflop"], "{:.2f}"),
+                            ("floor s", lambda s: s["floor"]["floor_s"], "{:.3g}"),
+                            ("wall s", lambda s: s["wall_s"], "{:.1f}"),
+                            ("member-runs / min", lambda s: s["runs_per_min"], "{:.1f}"),
+                            ("x floor (wall / floor)", lambda s: s["floor"]["x_floor"], "{:.1f}")]:
+        print(f"{label:<28}" + "".join(f"{'-' if get(summ[n]) is None else fmt.format(get(summ[n])):>18}" for n in ok))
+    return {**tp, "cores": cores, "used": "small_batched_gflops"}
 
 
 # -- one side, in a child process (bench_sweep_gpu.py reuses these with a device) -----------------------------
@@ -148,10 +196,12 @@ def main(argv=None) -> int:
         + [f"--packed-override={o}" for o in args.packed_override or []]
     summ, rows = common.run_sides(__file__, work, child_args, SIDES, args.skip_plain)
     common.print_table(summ, SIDES)
+    compared = common.compare(summ, rows, SIDES)
+    floor_tp = compute_floor(spec, summ, rows)
     report = {"bench": "bench_packing", "machine": common.machine(),
               "workload": {"member_runs": n_runs, "axes": spec.axes, "seeds": spec.seeds, "train": spec.train,
                            "task": spec.task},
-              "sides": summ, "records": str(work), **common.compare(summ, rows, SIDES)}
+              "sides": summ, "floor": floor_tp, "records": str(work), **compared}
     common.write_json(work / "rows.json", rows)
     common.write_json(work / "bench_packing.json", report)
     common.write_json(out / "bench_packing.json", report)

@@ -57,8 +57,11 @@ def workload(runs: int) -> tuple[dict[str, list[int]], int]:
 
 
 def overrides(axes: dict, seeds: int, steps: int | None = None, extra: list[str] = ()) -> list[str]:
-    """The dotlist that turns sweeps/ftc_capacity.yaml into a grid over `axes` × `seeds`."""
-    out = ["search.kind=grid", f"seeds={seeds}"]
+    """The dotlist that turns sweeps/ftc_capacity.yaml into a grid over `axes` × `seeds` of gradient-trained members.
+
+    The shipped spec also has a `train.method: [adam, construction]` axis (pinned here to adam: both sides train
+    every member with Adam) and a capacity report (dropped: it needs search.kind capacity, and nothing reports)."""
+    out = ["search.kind=grid", f"seeds={seeds}", "report=null", "axes[train.method]=[adam]"]
     for key, values in axes.items():
         # task.n and adapter.depth are already axes (a list override replaces them); adapter.width is the
         # capacity-search parameter, added as a new axis with OmegaConf's bracket key syntax.

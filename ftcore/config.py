@@ -24,6 +24,16 @@ SAVES = ("none", "final")
 # flat columns that do not enter the run_id: where a base's files lie and whether a checkpoint is written
 # change no number of the run (its base's identity is `model.from.run_id`)
 NOT_HASHED = ("model.from.dir", "train.save")
+# Flat columns added after the shipped sweeps' run_ids were pinned (tests/test_run_id_pin.py), with the value every
+# run recorded before the field existed implicitly had. A run_id is a hash of the flat config, so a new field in the
+# hash would give every existing run a new id and orphan its results (`ftsweep resume`, merges, `model.from` bases).
+# The rule for every field added from now on: list it here with its default; it is left out of the hash while at that
+# default (so an old run keeps its id) and hashed as soon as it differs (so a run that does something new gets a new
+# id). The default must never change afterwards: an entry's value is the behaviour of every pre-existing run.
+HASHED_UNLESS_DEFAULT: dict[str, Any] = {
+    "train.precision": "fp32",      # issue 17: fp32 training is what every run before the field did
+}
+PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 @dataclass
@@ -40,6 +50,8 @@ class TrainConfig:
     batch_selection: str = "task"   # ftcore.batching strategy; "task" = the task's own batch(step)
     selection_k: int = 0        # spectral's k·B variant: cluster k·B samples at a time (0 = all N)
     save: str = "none"          # final: keep each member's trained state (a checkpoint later sweeps fine-tune)
+    precision: str = "fp32"     # fp32 | tf32 (CUDA matmuls) | bf16 (autocast, fp32 weights and moments): ftcore.fit;
+    #                             method construction resolves it to fp32 (float64, nothing trains)
 
     per_member = ("lr", "weight_decay")
 
@@ -55,6 +67,9 @@ class TrainConfig:
         check(self.batch_selection in names, "train.batch_selection", f"one of {', '.join(names)}", self.batch_selection)
         check(self.selection_k >= 0, "train.selection_k", ">= 0 (0 = all N at once)", self.selection_k)
         check(self.save in SAVES, "train.save", f"one of {', '.join(SAVES)}", self.save)
+        check(self.precision in PRECISIONS, "train.precision", f"one of {', '.join(PRECISIONS)}", self.precision)
+        if self.method == "construction":   # an exact float64 oracle, nothing trains: no precision applies, and the
+            self.precision = "fp32"         # row records (and hashes) the default, so a sweep-wide bf16 keeps its id
 
 
 @dataclass(frozen=True)
@@ -114,8 +129,11 @@ class MemberConfig:
         return {**d, "seed": self.seed}
 
     def run_id(self) -> str:
-        """Hash of the resolved config: the same point of any sweep gets the same id (`NOT_HASHED` left out)."""
-        blob = json.dumps({k: v for k, v in self.flat().items() if k not in NOT_HASHED}, sort_keys=True, default=str)
+        """Hash of the resolved config: the same point of any sweep gets the same id (`NOT_HASHED` left out, and a
+        `HASHED_UNLESS_DEFAULT` field while at its default: a field added later keeps every earlier run's id)."""
+        kept = {k: v for k, v in self.flat().items()
+                if k not in NOT_HASHED and not (k in HASHED_UNLESS_DEFAULT and HASHED_UNLESS_DEFAULT[k] == v)}
+        blob = json.dumps(kept, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def pack_key(self) -> tuple:

@@ -5,7 +5,9 @@ weight decay, early stop and divergence mask:
 
 * a member whose task success metric becomes true (e.g. `fit/success`) stops: frozen from then on,
   its final metrics are those at that evaluation (`train.early_stop`);
-* a member whose loss or metrics become NaN/inf is marked `diverged` and frozen; the others go on;
+* a member whose loss or metrics become NaN/inf is marked `diverged` and frozen; the others go on (a training
+  loss that turns non-finite at step s freezes the member from s on, no update at s, on the device: the host
+  learns of it at the next evaluation, `settle_divergence`, so no step waits for the host);
 * a member that `on_eval` names at an evaluation is marked `pruned` and frozen (a pruner: sweeps/pruners.py);
 * the loop ends when no member is active or the step budget is spent.
 
@@ -16,9 +18,20 @@ No Ray here: progress goes through the single `report(step, info)` callable, and
 evaluated at this step, including one that just succeeded or diverged; a returned member that is still training
 stops with status `pruned`). `dp` (ftcore.distributed) trains
 the pack data-parallel: each rank its rows of every member's batch, gradients and losses summed over ranks.
+
+`train.precision` (a pack-level field) picks the training step's arithmetic; parameters, gradients and the optimizer's
+moments are fp32 under all three, and evaluation always runs in fp32 (so metrics and success checks do not depend on
+it; `matmul_mode`, `autocast`; `train.method: construction` resolves it to fp32 — float64, nothing trains):
+* `fp32` — full fp32: on CUDA, TF32 is off for matmuls and cuDNN convolutions for the pack's duration;
+* `tf32` — on CUDA, matmuls and convolutions take TF32 tensor-core passes (fp32 range, 10-bit mantissa inputs, fp32
+  accumulation; the fused kernels follow torch's setting) for the pack's training steps; on CPU it changes nothing;
+* `bf16` — the forward runs under `torch.autocast(device_type, torch.bfloat16)` (CPU and CUDA): matmuls, attention
+  (SDPA: flash attention on CUDA) and convolutions on bf16 copies of the fp32 weights; the loss is computed in fp32
+  from the upcast predictions and the backward runs outside autocast. No loss scaling: bf16 has fp32's exponent range.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 
@@ -33,6 +46,7 @@ from ftcore.config import MemberConfig
 from ftcore.optim import PackedAdamW
 from ftcore.pack import build_pack, check_pack  # noqa: F401  (check_pack: part of this module's API)
 from ftcore.sgd import PackedSGD
+from ftkernels.dispatch import reset_ops
 
 
 @dataclass
@@ -53,7 +67,14 @@ def schedule(kind: str, step: int, steps: int) -> float:
 
 def fit(members: list[MemberConfig], report=None, device: torch.device | str = "cpu", dp=None,
         on_eval=None) -> list[MemberResult]:
+    """Train one pack (see the module docstring) under its `train.precision`'s CUDA matmul mode, restored after."""
+    with matmul_mode(members[0].train.precision if members else "fp32", device):
+        return _fit(members, report, device, dp, on_eval)
+
+
+def _fit(members: list[MemberConfig], report, device: torch.device | str, dp, on_eval) -> list[MemberResult]:
     check_pack(members)
+    reset_ops()                                # ftkernels.dispatch's record of what ran: this pack's alone
     c0, E = members[0], len(members)
     construction = c0.train.method == "construction"
     dtype = torch.float64 if construction else torch.float32
@@ -66,6 +87,7 @@ def fit(members: list[MemberConfig], report=None, device: torch.device | str = "
     n_tr = model.n_trainable()
     live = list(range(E))                      # pack position -> index into `members` (changes on compaction)
     active = torch.ones(E, dtype=torch.bool, device=device)
+    diverged_at = torch.full((E,), -1, dtype=torch.long, device=device)   # step a member's loss turned non-finite
     status, stopped = ["ok"] * E, [steps] * E
     final: list[dict] = [{} for _ in range(E)]
     curves: list[list[dict]] = [[] for _ in range(E)]
@@ -74,8 +96,10 @@ def fit(members: list[MemberConfig], report=None, device: torch.device | str = "
 
     for step in range(steps + 1):
         if step % c0.train.eval_every == 0 or step == steps:
-            metrics = task.evaluate(model.eval())             # eval mode: no adapter dropout (peft's lora_dropout)
+            with matmul_mode("fp32", device):                 # evaluation in fp32 whatever train.precision
+                metrics = task.evaluate(model.eval())         # eval mode: no adapter dropout (peft's lora_dropout)
             model.train()
+            settle_divergence(diverged_at, live, status, stopped, final)
             if "train/loss" not in metrics and step > 0:
                 metrics["train/loss"] = last_loss.to(next(iter(metrics.values())))
             finite = torch.stack([v.isfinite() for v in metrics.values()]).all(0).tolist()
@@ -100,18 +124,16 @@ def fit(members: list[MemberConfig], report=None, device: torch.device | str = "
             if isinstance(opt, PackedAdamW) and should_compact(task, active, steps - step, steps):   # (SGD: no compaction)
                 keep = torch.nonzero(active).flatten().tolist()
                 task, model, opt = compact([members[live[i]] for i in keep], keep, model, opt, dtype, device)
-                live, active, last_loss = [live[i] for i in keep], active[keep], last_loss[keep]
+                live, active, last_loss, diverged_at = ([live[i] for i in keep], active[keep], last_loss[keep],
+                                                         diverged_at[keep])
         x, y, w = task.batch(step) if batcher is None else batcher(model, step)
         if dp is not None:                                                        # this rank's rows, weights kept
             x, y, w = dp.shard(x, y, w)
-        loss = train_loss(task, model, x, y, w, step)                             # (E,)
+        loss = train_loss(task, model, x, y, w, step, c0.train.precision)        # (E,)
         last_loss = loss.detach() if dp is None else dp.sum(loss)                # the full batch's loss (E,)
-        finite = last_loss.isfinite()
-        if not bool(finite.all()):
-            for i in torch.nonzero(active & ~finite).flatten().tolist():
-                e = live[i]
-                status[e], stopped[e], active[i] = "diverged", step, False
-                final[e] = {**final[e], "train/loss": float("nan")}
+        finite = last_loss.isfinite()                          # no host sync: read back at the next evaluation
+        diverged_at.masked_fill_(active & ~finite, step)
+        active &= finite                                       # frozen from this step on (no update at it)
         opt.zero_grad()
         torch.where(active, loss, 0.0).sum().backward()
         if dp is not None:                                                        # Σ_r ∇L^(r) = ∇L
@@ -121,6 +143,24 @@ def fit(members: list[MemberConfig], report=None, device: torch.device | str = "
     states = saved_states(members, live, model)
     return [MemberResult(m.run_id(), status[e], final[e], stopped[e], n_tr[e], curves[e], states[e])
             for e, m in enumerate(members)]
+
+
+def settle_divergence(diverged_at: torch.Tensor, live: list[int], status: list[str], stopped: list[int],
+                      final: list[dict]) -> None:
+    """At an evaluation, record the members whose training loss turned non-finite since the last one.
+
+    The step path keeps divergence on the device (`diverged_at` (E,) long: the step, -1 for none; the member's
+    `active` entry is already False), so a step never waits for the host; this one read, at an evaluation
+    (which copies its metrics to the host anyway), marks each such member `diverged`, `steps` = that step, and
+    its final `train/loss` NaN (its other final metrics: its last evaluation's), then clears `diverged_at`."""
+    at = diverged_at.tolist()
+    for i, s in enumerate(at):
+        if s >= 0:
+            e = live[i]
+            status[e], stopped[e] = "diverged", s
+            final[e] = {**final[e], "train/loss": float("nan")}
+    if any(s >= 0 for s in at):
+        diverged_at.fill_(-1)
 
 
 def prune(members_out, live: list[int], active: torch.Tensor, status: list[str], stopped: list[int],
@@ -142,14 +182,47 @@ def saved_states(members: list[MemberConfig], live: list[int], model) -> list[di
             for e, m in enumerate(members)]
 
 
-def train_loss(task, model, x, y, w, step: int) -> torch.Tensor:
+def train_loss(task, model, x, y, w, step: int, precision: str = "fp32") -> torch.Tensor:
     """The task's loss (E,) of the model's training forward. A base with `train_kwargs(step)` (the looped
     transformer: loop curriculum and truncated loss) gets them as forward keywords and may return a list of
-    predictions; the loss is then the mean of the task's loss over that list (papers.md §4(b))."""
+    predictions; the loss is then the mean of the task's loss over that list (papers.md §4(b)).
+    `precision: bf16` runs the forward under autocast; the loss is always computed in fp32 (`upcast` predictions)."""
     hook = getattr(getattr(model, "base", model), "train_kwargs", None)
-    out = model(x, **hook(step)) if hook is not None else model(x)
+    with autocast(precision, next(model.parameters()).device):
+        out = model(x, **hook(step)) if hook is not None else model(x)
     preds = out if isinstance(out, (list, tuple)) else [out]
-    return torch.stack([task.loss(p, y, w) for p in preds]).mean(0)
+    return torch.stack([task.loss(upcast(p), y, w) for p in preds]).mean(0)
+
+
+def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractContextManager:
+    """The forward's autocast for `train.precision`: bf16 -> torch.autocast(device type, torch.bfloat16) (ops on
+    autocast's lower-precision list — matmuls, SDPA, convolutions — run in bf16 on bf16 copies of the fp32
+    parameters, so gradients reach the fp32 parameters in fp32); fp32 and tf32 -> no autocast."""
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+def upcast(t):
+    """A bf16/fp16 prediction as fp32 (a loss in fp32 whatever the forward's dtype); anything else unchanged."""
+    return t.float() if isinstance(t, torch.Tensor) and t.dtype in (torch.bfloat16, torch.float16) else t
+
+
+@contextlib.contextmanager
+def matmul_mode(precision: str, device: torch.device | str):
+    """On CUDA, TF32 for matmuls (`torch.backends.cuda.matmul.allow_tf32`, which also sets
+    `torch.get_float32_matmul_precision()` to "high", read by the fused Triton kernels) and for cuDNN convolutions
+    (`torch.backends.cudnn.allow_tf32`) on iff `precision == "tf32"`, both restored on exit. No effect on CPU:
+    torch's CPU matmuls have no TF32 mode here, and fp32 on CPU is what every earlier run did."""
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
 def make_optimizer(model, members: list[MemberConfig]) -> PackedAdamW | PackedSGD:

@@ -4,7 +4,8 @@ torch's optimizers take one scalar lr per param group, so a pack whose members h
 rates needs its own update (HFTA's `hfta/optim` does the same; DESIGN.md §6). For member e and each
 parameter slice p_e with gradient g_e (Loshchilov & Hutter, decoupled weight decay):
 
-    g_e ← g_e · min(1, c_e / ‖g_e‖)                 (per-member global-norm clip, c_e = 0: off)
+    g_e ← g_e · min(1, c_e / ‖g_e‖)                 (per-member global-norm clip, c_e = 0: off; when every
+                                                     c_e is 0 no norm is computed at all: max_norm=None)
     m ← β1 m + (1 − β1) g_e,   v ← β2 v + (1 − β2) g_e²
     p_e ← p_e − η_e·s_t · ( m̂ / (√v̂ + ε) + λ_e p_e )
 
@@ -42,6 +43,7 @@ class PackedAdamW:
         self.lr, self.wd = per_member(lr), per_member(weight_decay)
         self.clip = per_member([0.0 if c is None else c for c in grad_clip] if isinstance(grad_clip, (list, tuple))
                                else grad_clip)
+        self.clipping = bool((self.clip > 0).any())           # decided once (host): all 0 -> no norm work per step
         self.b1, self.b2 = per_member(betas[0]), per_member(betas[1])
         self.flat = torch.cat([p.detach().reshape(E, -1) for p in self.params], 1).contiguous()   # (E, P)
         for p, view in zip(self.params, self.views(self.flat)):  # params become views into the flat buffer
@@ -75,4 +77,4 @@ class PackedAdamW:
         self.t += 1
         self._gather_grads()
         multi_adamw_(self.flat, self.grad, self.m, self.v, self.lr, self.b1, self.b2, self.eps, self.wd,
-                     self.clip, active.to(self.flat.device), self.t, float(lr_factor))
+                     self.clip if self.clipping else None, active.to(self.flat.device), self.t, float(lr_factor))

@@ -191,7 +191,9 @@ def _lora_wgrad_kernel(l_ptr, r_ptr, o_ptr, cs_ptr, scale_ptr, rank_ptr,
 # --------------------------------------------------------------------------------------------- launchers
 _TRITON_DTYPE = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 # (BM, BN, BK, num_warps) for _lora_mm_kernel; (BM, BC, num_warps) for _lora_wgrad_kernel
-_MM_TILES = {"big": (128, 128, 64, 8), "small": (64, 64, 32, 4), "fp32": (64, 64, 32, 4)}
+# BK: fp32 16 (its 3xTF32 dots split every operand in two; at 32 the dx build spills on sm_90), big tiles 32 (at
+# 64 the 16-bit forward spills)
+_MM_TILES = {"big": (128, 128, 32, 8), "small": (64, 64, 32, 4), "fp32": (64, 64, 16, 4)}
 _WG_TILES = {"16bit": (64, 128, 4), "fp32": (32, 64, 4)}
 _MIN_BLOCKS_PER_SPLIT = 8
 
@@ -204,18 +206,21 @@ def _prec(dtype: torch.dtype) -> str:
     return "tf32x3" if torch.get_float32_matmul_precision() == "highest" else "tf32"
 
 
+_SMS_OFF_GPU = 1        # SMs planned for off a GPU: 1 in the interpreter (fewest programs); aot.capture: an H100's
+
+
 def _num_sms(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count
-    return 1                                # interpreter: as few programs as possible
+    return _SMS_OFF_GPU
 
 
 def _mm_tiles(dtype: torch.dtype, E: int, M: int, N: int, device: torch.device) -> tuple[int, int, int, int]:
     if dtype == torch.float32:
         return _MM_TILES["fp32"]
-    big = _MM_TILES["big"]
+    big, sms = _MM_TILES["big"], _num_sms(device)
     n_big = E * triton.cdiv(M, big[0]) * triton.cdiv(N, big[1])
-    return big if device.type == "cuda" and n_big >= 2 * _num_sms(device) else _MM_TILES["small"]
+    return big if sms > 1 and n_big >= 2 * sms else _MM_TILES["small"]
 
 
 def _mm(a, B, C, D, bias, scale, ranks):
@@ -318,6 +323,13 @@ def _check(x, W, b, down, up):
 
 
 # -------------------------------------------------------------------------------------------- public API
+def _fits(x: torch.Tensor, down: torch.Tensor, *ts: torch.Tensor | None) -> bool:
+    """Inside the kernels' limits: rank storage 1..64 (a pack whose largest rank is 0 has no low-rank path
+    worth a kernel: the reference's base GEMM is the whole op) and one fp32/fp16/bf16 dtype for all inputs."""
+    return (1 <= down.shape[-1] <= MAX_RANK and x.dtype in _TRITON_DTYPE
+            and all(t is None or t.dtype == x.dtype for t in (down, *ts)))
+
+
 def grouped_lora_linear_triton(x, W, b, down, up, scale, ranks):
     """Triton path of grouped_lora_linear (called directly by the tests)."""
     _check(x, W, b, down, up)
@@ -337,8 +349,10 @@ def lora_linear_triton(x, W, b, down, up, scale: float):
 
 
 def lora_linear(x, W, b, down, up, scale: float):
-    """y = x W + b + scale · (x down) up.  x (..., K), W (K, N) frozen, b (N,) or None, down (K, R), up (R, N)."""
-    if down.shape[-1] <= MAX_RANK and dispatch.use_triton(*(t for t in (x, W, b, down, up) if t is not None)):
+    """y = x W + b + scale · (x down) up.  x (..., K), W (K, N) frozen, b (N,) or None, down (K, R), up (R, N).
+    Under torch.autocast the inputs are cast to its dtype first (as autocast casts a matmul's)."""
+    x, W, b, down, up = dispatch.autocast_inputs(x, W, b, down, up)
+    if dispatch.decide("lora_linear", _fits(x, down, W, b, up), *(t for t in (x, W, b, down, up) if t is not None)):
         return lora_linear_triton(x, W, b, down, up, scale)
     return lora_linear_ref(x, W, b, down, up, scale)
 
@@ -347,13 +361,15 @@ def grouped_lora_linear(x, W, b, down, up, scale, ranks):
     """Per member e: y[e] = x[e] W[e] + b[e] + scale[e] (x[e] down[e, :, :r_e]) up[e, :r_e].
     x (E, M, K), W (E, K, N), b (E, N) or None, down (E, K, R), up (E, R, N), scale (E,), ranks (E,) int.
     A shared frozen base (multi-LoRA: one copy of W for the pack) is W (1, K, N) and b (1, N): the Triton kernels
-    read it through a stride-0 member axis, the reference runs the base as one GEMM over all E·M rows."""
+    read it through a stride-0 member axis, the reference runs the base as one GEMM over all E·M rows.
+    Under torch.autocast the inputs are cast to its dtype first. R = 0 or R > 64 takes the reference."""
     E = x.shape[0]
     if W.shape[0] == 1 and E > 1:
         W = W.expand(E, -1, -1)
     if b is not None and b.shape[0] == 1 and E > 1:
         b = b.expand(E, -1)
-    if down.shape[-1] <= MAX_RANK and dispatch.use_triton(*(t for t in (x, W, b, down, up) if t is not None)):
+    x, W, b, down, up = dispatch.autocast_inputs(x, W, b, down, up)
+    if dispatch.decide("lora_linear", _fits(x, down, W, b, up), *(t for t in (x, W, b, down, up) if t is not None)):
         return grouped_lora_linear_triton(x, W, b, down, up, scale, ranks)
     return grouped_lora_linear_ref(x, W, b, down, up, scale, ranks)
 
@@ -381,45 +397,38 @@ def grouped_lora_linear_ref(x, W, b, down, up, scale, ranks):
     return base + s * torch.bmm(torch.bmm(x, down_m), up_m)                        # (E, M, N)
 
 
-# ------------------------------------------------------------------------------------------ AOT configs
-# The JIT specializes unit strides to constexpr 1, so each call site is its own compiled variant; these are
-# the unit strides of the launchers' four call sites when the tensors are contiguous.
-_LAYOUTS = {
-    "fwd": (_lora_mm_kernel, ("s_ak", "s_bn", "s_cr", "s_dn", "s_biasn", "s_yn", "s_zr")),
-    "dx": (_lora_mm_kernel, ("s_ak", "s_bk", "s_ck", "s_dr", "s_biasn", "s_yn", "s_zr")),
-    "d_up": (_lora_wgrad_kernel, ("s_lr", "s_rc", "s_oc", "s_csc")),
-    "d_down": (_lora_wgrad_kernel, ("s_lr", "s_rc", "s_or", "s_csc")),
+# --------------------------------------------------------------------------------------------- AOT calls
+# label: (E, M, K, N, R, shared frozen base, bias, backward). The shipped LoRA-teacher sweeps (lora_rank,
+# lora_threshold, lora_linear: an MLP of width 8, batch 256, validation 1000 and test 5000 rows, ranks up to the
+# width, a shared frozen base) and their `gpu` variants (width 16), an HF-style transformer projection (rows
+# B·T, n_embd 64), and an LLM projection (one member, 4096², rank 64: the 16-bit big tiles on an H100).
+AOT_SHAPES = {
+    "teacher train (width 8)": (12, 256, 8, 8, 8, True, True, True),
+    "teacher val (width 8)": (12, 1000, 8, 8, 8, True, True, False),
+    "teacher test (width 8)": (12, 5000, 8, 8, 8, True, True, False),
+    "lora_linear train (no bias)": (12, 256, 8, 8, 8, True, False, True),
+    "teacher gpu train (width 16)": (15, 256, 16, 16, 16, True, True, True),
+    "hf projection (n_embd 64)": (4, 8 * 33, 64, 192, 8, True, True, True),
+    "llm projection (4096², r 64)": (1, 4096, 4096, 4096, 64, False, False, True),
 }
+AOT_PRECISIONS = ("fp32", "tf32", "bf16")
 
 
-_DIMS = ("M", "N", "K", "C", "R", "m_per_split")
+def aot_calls() -> list:
+    """(label, call): the Triton path forward (and backward) on meta tensors at AOT_SHAPES in fp32, tf32 and bf16
+    (the train.precision values) — for `ftkernels.aot` to capture as the JIT would specialise it."""
+    from ftkernels.aot_calls import at_precision, backward, meta
 
-
-def aot_configs() -> list[dict]:
-    """Every (call site, dtype, tile, dot precision) the launchers can pick, for contiguous inputs.
-
-    "attrs" marks every pointer, size and non-unit stride 16-divisible, as the JIT does for 16-aligned
-    shapes (that enables vectorized, software-pipelined loads); ftkernels.aot may pass it to ASTSource."""
-    cfgs = []
-    for dtype, name in _TRITON_DTYPE.items():
-        fp32 = dtype == torch.float32
-        ptr = {"a_ptr": name, "b_ptr": name, "c_ptr": name, "d_ptr": name, "bias_ptr": name, "y_ptr": name,
-               "z_ptr": name, "l_ptr": name, "r_ptr": name, "o_ptr": "fp32", "cs_ptr": "fp32",
-               "scale_ptr": "fp32", "rank_ptr": "i32"}
-        for prec in ("tf32x3", "tf32") if fp32 else ("ieee",):
-            for site, (fn, unit) in _LAYOUTS.items():
-                if fn is _lora_mm_kernel:
-                    tiles = [dict(zip(("BM", "BN", "BK", "num_warps"), t))
-                             for t in ([_MM_TILES["fp32"]] if fp32 else [_MM_TILES["big"], _MM_TILES["small"]])]
-                else:
-                    tiles = [dict(zip(("BM", "BC", "num_warps"), _WG_TILES["fp32" if fp32 else "16bit"]))]
-                for tile in tiles:
-                    warps = tile.pop("num_warps")
-                    ce = {**tile, "RT": RT, "PREC": prec}
-                    sig = {n: "constexpr" if n in ce or n in unit else (f"*{ptr[n]}" if n in ptr else "i32")
-                           for n in fn.arg_names}
-                    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names)
-                             if n in ptr or n in _DIMS or (n.startswith("s_") and n not in unit)}
-                    cfgs.append({"fn": fn, "signature": sig, "constexprs": {**ce, **dict.fromkeys(unit, 1)},
-                                 "num_warps": warps, "attrs": attrs, "site": site})
-    return cfgs
+    def call(E, M, K, N, R, shared, bias, bwd):
+        def run(dt):
+            x = meta(E, M, K, dtype=dt, grad=bwd)
+            W = meta(1, K, N, dtype=dt).expand(E, K, N) if shared else meta(E, K, N, dtype=dt)
+            b = meta(E, N, dtype=dt, grad=bwd) if bias else None
+            down, up = meta(E, K, R, dtype=dt, grad=bwd), meta(E, R, N, dtype=dt, grad=bwd)
+            y = grouped_lora_linear_triton(x, W, b, down, up, meta(E), meta(E, dtype=torch.int32))
+            if bwd:
+                backward(y)
+        return run
+    out = [(f"{label} {p}", at_precision(p, call(*shape))) for label, shape in AOT_SHAPES.items()
+           for p in AOT_PRECISIONS]
+    return out

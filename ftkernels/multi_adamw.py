@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import torch
 
+from ftkernels import dispatch
 from ftkernels._compat import tl, triton
-from ftkernels.dispatch import use_triton
 
 BLOCK = 1024            # columns per program (update) / per loop iteration (norm)
 NUM_WARPS = 4           # 8 fp32 per thread: two 16-byte vector loads per buffer
@@ -181,7 +181,8 @@ def multi_adamw_(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps: float,
     weight_decay, max_norm: (E,) (max_norm[e] ≤ 0: no clipping for e; max_norm=None: none at all);
     active: (E,) bool; step: global step t ≥ 1; lr_factor: schedule multiplier.
     """
-    if use_triton(param, grad, exp_avg, exp_avg_sq):
+    if dispatch.decide("multi_adamw", param.dtype in (torch.float32, torch.float16, torch.bfloat16),
+                       param, grad, exp_avg, exp_avg_sq):
         multi_adamw_triton(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, max_norm,
                            active, step, lr_factor)
     else:
@@ -220,22 +221,23 @@ def multi_adamw_ref(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps: flo
     param.copy_(torch.where(act, p_new, param))                              # exact for inactive, even NaN/inf p
 
 
-# ---------------------------------------------------------------- ahead-of-time configurations
+# ---------------------------------------------------------------- ahead-of-time calls
+# label: (E, P). A small FTC pack (width 24: P = 10·24 + 1, one norm partial), a LoRA-teacher pack, and a large
+# pack (2²⁰ parameters per member: many partials).
+AOT_SHAPES = {"ftc pack": (9, 241), "teacher pack": (12, 8 * 8 * 2 + 16), "large pack": (4, 1 << 20)}
 
-def aot_configs() -> list[dict]:
-    """Every kernel configuration `multi_adamw_triton` can launch: {fp32, fp16, bf16} × (norm, update ± clip)."""
-    out = []
-    vec = {"lr_ptr": "*fp32", "b1_ptr": "*fp32", "b2_ptr": "*fp32", "wd_ptr": "*fp32", "clip_ptr": "*fp32",
-           "active_ptr": "*u8"}
-    for ty in ("*fp32", "*fp16", "*bf16"):
-        out.append({"fn": _sq_norm_kernel, "num_warps": NUM_WARPS, "constexprs": {"BLOCK": BLOCK},
-                    "signature": {"g_ptr": ty, "part_ptr": "*fp32", "clip_ptr": "*fp32", "active_ptr": "*u8",
-                                  "P": "i32", "T": "i32", "CHUNK": "i32", "BLOCK": "constexpr"}})
-        for has_clip in (True, False):
-            consts = {"HAS_CLIP": has_clip, "BLOCK": BLOCK, "T_BLOCK": MAX_PARTIALS if has_clip else 1}
-            sig = {"p_ptr": ty, "g_ptr": ty, "m_ptr": "*fp32", "v_ptr": "*fp32", "part_ptr": "*fp32", **vec,
-                   "P": "i32", "T": "i32", "eps": "fp32", "lr_factor": "fp32", "step": "i32",
-                   "HAS_CLIP": "constexpr", "BLOCK": "constexpr", "T_BLOCK": "constexpr"}
-            out.append({"fn": _adamw_update_kernel, "signature": sig, "constexprs": consts,
-                        "num_warps": NUM_WARPS})
-    return out
+
+def aot_calls() -> list:
+    """(label, call): one step with and without clipping on meta tensors at AOT_SHAPES. fp32 params only: the
+    optimizer always holds fp32 master weights (train.precision changes the forward, ftcore.fit), so no other
+    dtype reaches it."""
+    from ftkernels.aot_calls import meta
+
+    def call(E, P, dtype, clip):
+        def run():
+            vec = meta(E)
+            multi_adamw_triton(meta(E, P, dtype=dtype), meta(E, P, dtype=dtype), meta(E, P), meta(E, P), vec, vec,
+                               vec, 1e-8, vec, vec if clip else None, meta(E, dtype=torch.bool), 7)
+        return run
+    return [(f"{label} {str(dt)[6:]} clip={clip}", call(*shape, dt, clip)) for label, shape in AOT_SHAPES.items()
+            for dt in (torch.float32,) for clip in (True, False)]

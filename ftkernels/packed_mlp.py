@@ -33,14 +33,15 @@ Backward (deterministic: every reduction over B is a loop inside one program, no
   db0 = Σ d pre_0. dx = d pre_0 W0ᵀ, needed only when x requires grad (it is data for the adapter), is a
   plain torch.bmm: a bare GEMM with no epilogue to fuse, which cuBLAS does as well as we would.
 
-Tiles (one set, so the AOT list stays short): BLOCK_B = 32 rows, BLOCK_K = 32 fan_in chunk, BLOCK_H = HMAX = 64
+Tiles (one set, so the AOT list stays short): BLOCK_B = 32 rows, BLOCK_K = 16 fan_in chunk, BLOCK_H = HMAX = 64
 hidden chunk (H <= 64 is one tile, larger H loops — still on chip), BLOCK_O = 16 (out <= 16) or 64 covers all
 of out (OMAX = 64; wider outputs take the reference path). Every tl.dot dim is >= 16 (masked padding).
-8 warps, 1 stage: with 4 warps or software pipelining the fp32 backward kernels spill (ptxas, sm_90); at
-8 warps / 1 stage no configuration spills. Accumulation is fp32; 16-bit inputs are multiplied in their
-dtype (the hidden tile is cast the way the reference rounds it). fp32 dots follow torch's matmul precision:
+8 warps, 1 stage, BLOCK_K = 16: with 4 warps, software pipelining or a 32-wide fan_in chunk the fp32 backward
+kernels spill (ptxas, sm_90; `python -m ftkernels.aot` fails on a spill); like this no AOT build spills.
+Accumulation is fp32; 16-bit inputs are multiplied in their dtype (the hidden tile is cast the way the reference
+rounds it). fp32 dots follow torch's matmul precision:
 exact ("ieee") under the default "highest", TF32 when the user allows it — what torch.baddbmm would do.
-bf16 is compiled (AOT) but wrong in the interpreter (DESIGN.md §6), so tests cover fp32 and fp16.
+bf16 is compiled (AOT) but wrong in the interpreter (DESIGN.md §6): tested on a GPU only.
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ from ftkernels import dispatch
 from ftkernels._compat import tl, triton
 
 BLOCK_B = 32         # rows per tile / per B-loop step
-BLOCK_K = 32         # fan_in chunk (K-loop in the pre-activation; grid dim of the backward kernels)
+BLOCK_K = 16         # fan_in chunk (K-loop in the pre-activation; grid dim of the backward kernels)
 HMAX = 64            # hidden chunk: H <= HMAX is one tile, larger H loops over chunks (all on chip)
 OMAX = 64            # out must fit one tile: BLOCK_O = 16 (out <= 16) or 64
 LAUNCH = {"num_warps": 8, "num_stages": 1}   # same options in the launchers and in aot_configs()
@@ -326,8 +327,13 @@ def packed_mlp_triton(x: torch.Tensor, Ws: list[torch.Tensor], bs: list[torch.Te
 
 def packed_mlp(x: torch.Tensor, Ws: list[torch.Tensor], bs: list[torch.Tensor],
                masks: list[torch.Tensor]) -> torch.Tensor:
-    """g(x) for the pack: Triton kernels when `ftkernels.dispatch.use_triton` says so, else `packed_mlp_ref`."""
-    if Ws[-1].shape[2] <= OMAX and dispatch.use_triton(x, *Ws, *bs):
+    """g(x) for the pack: Triton kernels when `ftkernels.dispatch.decide` says so (out <= 64, 2 or 3 layers, one
+    fp32/fp16/bf16 dtype; under torch.autocast the inputs are cast to its dtype first), else `packed_mlp_ref`."""
+    x, *params = dispatch.autocast_inputs(x, *Ws, *bs)
+    Ws, bs = params[:len(Ws)], params[len(Ws):]
+    fits = (Ws[-1].shape[2] <= OMAX and len(Ws) in (2, 3) and x.dtype in (torch.float32, torch.float16, torch.bfloat16)
+            and all(t.dtype == x.dtype for t in params))
+    if dispatch.decide("packed_mlp", fits, x, *Ws, *bs):
         return packed_mlp_triton(x, Ws, bs, masks)
     return packed_mlp_ref(x, Ws, bs, masks)
 
@@ -344,25 +350,34 @@ def packed_mlp_ref(x: torch.Tensor, Ws: list[torch.Tensor], bs: list[torch.Tenso
 
 
 # --------------------------------------------------------------------------------------------------- AOT
+# label: (E, B, in, adapter width m, depth, out). The shipped FTC sweeps (ftc_capacity, ftc_k: dim 8, full batch
+# K = 2N = 32..512 points, out 1, widths from 2 up by doubling then bisection, depth 2 and 3), and an output wider
+# than 16 (the BLOCK_O = 64 tiles; no shipped sweep has one).
+AOT_SHAPES = {
+    "ftc depth 2, width 24": (9, 96, 8, 24, 2, 1),
+    "ftc depth 2, width 64": (9, 512, 8, 64, 2, 1),
+    "ftc depth 3, width 2": (9, 32, 8, 2, 3, 1),
+    "ftc depth 3, width 24": (9, 96, 8, 24, 3, 1),
+    "ftc depth 3, width 64": (9, 512, 8, 64, 3, 1),
+    "out 20, width 70": (4, 33, 9, 70, 3, 20),
+}
+AOT_PRECISIONS = ("fp32", "tf32", "bf16")
 
-def aot_configs() -> list[dict]:
-    """Every (kernel, dtype, tile) configuration the launchers above can pick, for `python -m ftkernels.aot`."""
-    pair = ["x_ptr", "w1_ptr", "b1_ptr", "m_ptr", "w2_ptr"]
-    kernels = [  # (kernel, pointer args, int args, has BLOCK_O) in argument order
-        (_linear_relu_fwd_kernel, ["x_ptr", "w_ptr", "b_ptr", "m_ptr", "h_ptr"], ["B", "K", "H"], False),
-        (_linear_bwd_w_kernel, ["x_ptr", "g_ptr", "dw_ptr", "db_ptr"], ["B", "K", "H"], False),
-        (_pair_fwd_kernel, pair + ["b2_ptr", "y_ptr"], ["B", "K", "H", "O"], True),
-        (_pair_bwd_w_kernel, pair + ["dy_ptr", "dw1_ptr", "db1_ptr", "dw2_ptr", "db2_ptr"], ["B", "K", "H", "O"], True),
-        (_pair_bwd_dx_kernel, pair + ["dy_ptr", "dx_ptr"], ["gate", "B", "K", "H", "O"], True),
-    ]
-    cfgs = []
-    for dt, prec in (("*fp32", "ieee"), ("*fp32", "tf32"), ("*fp16", "ieee"), ("*bf16", "ieee")):
-        for fn, ptrs, ints, has_o in kernels:
-            for bo in ((16, OMAX) if has_o else (None,)):
-                c = {"BLOCK_B": BLOCK_B, "BLOCK_K": BLOCK_K, "BLOCK_H": HMAX, **({"BLOCK_O": bo} if has_o else {}),
-                     "PREC": prec}
-                sig = {p: ("*fp32" if p == "m_ptr" else dt) for p in ptrs}       # masks are always fp32
-                sig.update(dict.fromkeys(ints, "i32"))
-                sig.update(dict.fromkeys(c, "constexpr"))
-                cfgs.append({"fn": fn, "signature": sig, "constexprs": c, **LAUNCH})
-    return cfgs
+
+def aot_calls() -> list:
+    """(label, call): forward + backward of the Triton path on meta tensors at AOT_SHAPES in fp32, tf32 and bf16
+    (the train.precision values; the adapter's input is data: no dx at depth 2), for `ftkernels.aot` to capture."""
+    from ftkernels.aot_calls import at_precision, backward, meta
+
+    def call(E, B, d_in, m, depth, d_out):
+        hidden = [m] if depth == 2 else [(m + 1) // 2, m // 2]           # ftcore.adapters.additive_relu
+        dims = [d_in, *hidden, d_out]
+
+        def run(dt):
+            Ws = [meta(E, dims[i], dims[i + 1], dtype=dt, grad=True) for i in range(depth)]
+            bs = [meta(E, dims[i + 1], dtype=dt, grad=True) for i in range(depth)]
+            backward(packed_mlp_triton(meta(E, B, d_in, dtype=dt), Ws, bs, [meta(E, h) for h in hidden]))
+        return run
+    out = [(f"{label} {p}", at_precision(p, call(*shape))) for label, shape in AOT_SHAPES.items()
+           for p in AOT_PRECISIONS]
+    return out

@@ -45,7 +45,9 @@ from ftkernels._compat import tl, triton
 CHUNK = 16              # time steps between saved states (the backward's workspace depth)
 STATE_ELEMS = 1024      # BLOCK_D * BLOCK_N: the register-resident state tile
 MAX_N = 64
-FWD_WARPS, BWD_WARPS = 4, 8   # the backward holds ~6 state-sized tiles: 8 warps keeps it spill-free
+FWD_WARPS = {16: 8, MAX_N: 4}   # by BLOCK_N: spill-free on sm_90 at every AOT shape (the other way round, each spills)
+BWD_WARPS = 8                   # the backward holds ~6 state-sized tiles: 8 warps keeps it spill-free
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)      # u dtypes the kernels take (others: the reference)
 
 
 # ----------------------------------------------------------------------------------------------- kernels
@@ -198,7 +200,7 @@ class SelectiveScanFn(torch.autograd.Function):
         flags = (int(D is not None), int(z is not None), int(delta_bias is not None), int(bool(delta_softplus)))
         grid = (Bt, triton.cdiv(Dm, BD))
         _ss_fwd_kernel[grid](u_, dt_, a32, B_, C_, d32, b32, z_ if z_ is not None else u_, y, hs,
-                             Dm, N, L, s_ab, s_db, *flags, BLOCK_D=BD, BLOCK_N=BN, CHUNK=CHUNK, num_warps=FWD_WARPS)
+                             Dm, N, L, s_ab, s_db, *flags, BLOCK_D=BD, BLOCK_N=BN, CHUNK=CHUNK, num_warps=FWD_WARPS[BN])
         ctx.save_for_backward(u_, dt_, a32, B_, C_, d32, b32, z_, hs)
         ctx.meta = (s_ab, s_db, flags, [t.dtype if t is not None else None for t in (delta, A, B, C, D, z, delta_bias)],
                     A.dim(), None if D is None else D.dim(), None if delta_bias is None else delta_bias.dim())
@@ -263,25 +265,37 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
     """out (Bt, Dm, L) = S6 selective scan (module docstring). Triton when dispatch says so and N ≤ 64."""
-    if A.shape[-1] <= MAX_N and not A.is_complex() and dispatch.use_triton(u, delta, A, B, C):
+    fits = A.shape[-1] <= MAX_N and not A.is_complex() and u.dtype in _DTYPES
+    if dispatch.decide("selective_scan", fits, u, delta, A, B, C):
         return selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
 
 
 # ------------------------------------------------------------------------------------------------- AOT
-_TRITON_DTYPE = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
-_X_PTRS = ("u_ptr", "dt_ptr", "b_ptr", "c_ptr", "z_ptr", "y_ptr", "dy_ptr", "du_ptr", "ddt_ptr", "dz_ptr")
+# label: (rows E·B, d_inner, d_state, L). ftcore.models.mamba calls the scan with D, z, delta_bias and softplus
+# (flags = 1: the JIT makes them constexprs) and A, D, delta_bias per row. icl_context's Mamba (n_embd 64,
+# d_inner 128, d_state 16, 2·11 tokens), mamba_icl's (n_embd 32, d_state 8), their gpu variants (n_embd 256,
+# 82 tokens), and d_state 20 for the BLOCK_N = 64 tiles (no shipped sweep has one).
+AOT_SHAPES = {
+    "icl_context mamba": (3 * 64, 128, 16, 22),
+    "mamba_icl": (3 * 32, 64, 8, 40),
+    "icl_context gpu": (64, 512, 16, 82),
+    "d_state 20": (4, 66, 20, 35),
+}
 
 
-def aot_configs() -> list[dict]:
-    """Every (kernel, dtype, BLOCK_N) the launchers can pick; fp32 parameters, workspace and partials."""
-    cfgs = []
-    for name in _TRITON_DTYPE.values():
-        for bn in (16, MAX_N):
-            ce = {"BLOCK_D": STATE_ELEMS // bn, "BLOCK_N": bn, "CHUNK": CHUNK}
-            for fn, warps in ((_ss_fwd_kernel, FWD_WARPS), (_ss_bwd_kernel, BWD_WARPS)):
-                sig = {n: "constexpr" if n in ce else
-                       (f"*{name}" if n in _X_PTRS else "*fp32") if n.endswith("_ptr") else "i32"
-                       for n in fn.arg_names}
-                cfgs.append({"fn": fn, "signature": sig, "constexprs": ce, "num_warps": warps})
-    return cfgs
+def aot_calls() -> list:
+    """(label, call): forward + backward of the Triton path on meta tensors at AOT_SHAPES, u in fp32/bf16 (fp16 at
+    one shape), as ftcore.models.mamba calls it, for `ftkernels.aot` to capture."""
+    from ftkernels.aot_calls import backward, meta
+
+    def call(Bt, Dm, N, L, dt):
+        def run():
+            u, delta, z = (meta(Bt, Dm, L, dtype=dt, grad=True) for _ in range(3))
+            B, C = meta(Bt, N, L, dtype=dt, grad=True), meta(Bt, N, L, dtype=dt, grad=True)
+            A, D, bias = meta(Bt, Dm, N, grad=True), meta(Bt, Dm, grad=True), meta(Bt, Dm, grad=True)
+            backward(selective_scan_triton(u, delta, A, B, C, D, z, bias, True))
+        return run
+    out = [(f"{label} {str(dt)[6:]}", call(*shape, dt)) for label, shape in AOT_SHAPES.items()
+           for dt in (torch.float32, torch.bfloat16)]
+    return out + [("icl_context mamba fp16", call(*AOT_SHAPES["icl_context mamba"], torch.float16))]

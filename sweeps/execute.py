@@ -18,7 +18,7 @@ import torch
 import ftcore
 from ftcore import checkpoint
 from ftcore.footprint import max_members
-from ftkernels.dispatch import impl_for
+from ftkernels.dispatch import impl_for, take_ops
 from sweeps.plan import member_cost
 from sweeps.probe import Probe
 from sweeps.pruners import make_pruner
@@ -87,8 +87,8 @@ def run_pack(pack: list[Probe], sweep_meta: dict, trial_id: str, device: str = "
     t0 = time.perf_counter()
     results = ftcore.fit(members, report=report, device=device, dp=dp, on_eval=on_eval)
     wall = time.perf_counter() - t0
-    env = {"kernels_impl": impl_for(device), "device": device, "node": platform.node(), **(where or {}),
-           **_versions()}
+    env = {"kernels_impl": impl_for(device), "kernels_ops": take_ops(), "device": device, "node": platform.node(),
+           **(where or {}), **_versions()}
     runs, curves = [], []
     for p, m, r in zip(pack, members, results):
         ckpt = write_checkpoint(out_dir, m, r.state) if out_dir is not None and r.state is not None else None

@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 
 from ftcore.checkpoint import checkpoint_path, relative_path
-from ftcore.config import MemberConfig, ModelFrom, TrainConfig, member_from_dict
+from ftcore.config import HASHED_UNLESS_DEFAULT, MemberConfig, ModelFrom, TrainConfig, member_from_dict
 from ftcore.fields import convert, field_types
 from ftcore.registry import ADAPTERS, MODELS, TASKS
 
@@ -195,10 +195,18 @@ def row_member(row: dict) -> MemberConfig:
     d: dict = {"seed": int(row.get("seed", 0))}
     for section, registry in (("model", MODELS), ("adapter", ADAPTERS), ("task", TASKS), ("train", None)):
         cls = TrainConfig if registry is None else registry.get_entry(row.get(f"{section}.name")).Config
-        d[section] = {f.name: row[f"{section}.{f.name}"] for f in dataclasses.fields(cls) if f"{section}.{f.name}" in row}
+        d[section] = {f.name: row[f"{section}.{f.name}"] for f in dataclasses.fields(cls)
+                      if f"{section}.{f.name}" in row and not _added_later_and_absent(f"{section}.{f.name}", row)}
     if row.get("model.from.run_id"):
         d["model"]["from"] = {"run_id": row["model.from.run_id"], "dir": row["model.from.dir"]}
     return member_from_dict(d)
+
+
+def _added_later_and_absent(key: str, row: dict) -> bool:
+    """A field added after the row was written (`HASHED_UNLESS_DEFAULT`) reads as null in a part that mixes old and
+    new rows: the row then means the field's default (what every run before the field did)."""
+    value = row[key]
+    return key in HASHED_UNLESS_DEFAULT and (value is None or (isinstance(value, float) and math.isnan(value)))
 
 
 def check_member(m: MemberConfig) -> None:

@@ -10,6 +10,13 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
+@pytest.fixture(params=["cuda"] if torch.cuda.is_available() else ["cpu"])
+def kernel_device(request) -> torch.device:
+    """Where kernel tests put their tensors: the GPU when there is one, else CPU tensors in Triton's interpreter
+    (TRITON_INTERPRET above; one process cannot have both: the interpreter replaces @triton.jit at import)."""
+    return torch.device(request.param)
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Tiny matrices: intra-op threads only add contention on the shared 2-core runner."""

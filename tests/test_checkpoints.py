@@ -318,3 +318,15 @@ def test_model_from_mistakes(case, src, tmp_path, capsys, monkeypatch):
         assert code == 2, err
         assert len(err) == 1 and err[0].startswith("ftsweep: error:") and expect in err[0], err
     assert (sorted(tmp_path.rglob("*")), sorted(out.rglob("*"))) == before
+
+
+@pytest.mark.parametrize("missing", [None, float("nan")])
+def test_a_row_written_before_a_later_field_reads_as_its_default(missing):
+    """A part mixing rows from before `train.precision` existed reads the old rows' cell as null: row_member takes
+    the field's default, so the member (and its run_id) is the one that row recorded."""
+    m = member_from_dict(cfg({"name": "lora", "rank": 2}))
+    row = {"run_id": m.run_id(), **m.flat()}
+    old = {**row, "train.precision": missing}
+    assert row_member(old).train.precision == "fp32" and row_member(old).run_id() == m.run_id()
+    with pytest.raises(ValueError, match="train.lr"):
+        row_member({**row, "train.lr": None})              # other fields are never silently defaulted

@@ -47,9 +47,12 @@ def imported(path: Path) -> set[str]:
 
 
 def local(module: str, path: Path) -> bool:
-    """Ours: a package of this repository, or a module beside the importing file (tests' e2e, benchmarks' common)."""
+    """Ours: a package of this repository, a module beside the importing file (tests' e2e, benchmarks' common), or
+    for a test a benchmarks/ module (a benchmark's test puts benchmarks/ on sys.path: tests/test_bench_floor.py)."""
     top = module.split(".")[0]
-    return top in FIRST_PARTY or (path.parent / f"{top}.py").exists() or (path.parent / top).is_dir()
+    beside = (path.parent / f"{top}.py").exists() or (path.parent / top).is_dir()
+    bench = path.parent.name == "tests" and (path.parent.parent / "benchmarks" / f"{top}.py").exists()
+    return top in FIRST_PARTY or beside or bench
 
 
 @functools.cache

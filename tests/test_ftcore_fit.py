@@ -9,6 +9,7 @@ fields is refused.
 import math
 
 import pytest
+import torch
 
 import ftcore
 from ftcore.tasks.lora_construction import threshold_rank
@@ -82,6 +83,28 @@ def test_diverging_member_is_marked_and_isolated():
         assert all(math.isfinite(v) for v in r.metrics.values())
         assert_rel_close(r.metrics, alone.metrics)
 
+
+
+def test_divergence_is_recorded_at_its_step_and_freezes_the_member_there():
+    """Member 0 (lr=1e10) has a finite training loss at step 0 and a non-finite one at step 1, between evaluations
+    (0, 50, 100). The step path notes it on the device and the next evaluation records it: `diverged`, steps == 1,
+    final metrics == its step-0 evaluation with train/loss NaN, no curve point after step 0, and its parameters
+    are those after exactly one update (no update at step 1). The others train on as if alone."""
+    pack = [teacher(2, seed=0, lr=1e10, steps=100, save="final"), teacher(2, seed=1, steps=100, save="final")]
+    r, other = ftcore.fit(pack)
+    assert (r.status, r.steps) == ("diverged", 1)
+    assert [row["step"] for row in r.curve] == [0]
+    assert math.isnan(r.metrics["train/loss"])
+    assert {k: v for k, v in r.metrics.items() if k != "train/loss"} == {
+        k: v for k, v in r.curve[0].items() if k not in ("step", "train/loss")}
+    (one_update,) = ftcore.fit([teacher(2, seed=0, lr=1e10, steps=1, save="final")])
+    assert math.isfinite(one_update.metrics["train/loss"])                   # step 0's training loss was finite
+    (no_update,) = ftcore.fit([teacher(2, seed=0, lr=1e10, steps=0, save="final")])
+    assert all(torch.equal(r.state[k], one_update.state[k]) for k in r.state)
+    assert not all(torch.equal(r.state[k], no_update.state[k]) for k in r.state)   # step 0 did update it
+    (alone,) = ftcore.fit([pack[1]])
+    assert (other.status, other.steps) == ("ok", 100)
+    assert_rel_close(other.metrics, alone.metrics)
 
 def test_report_is_called_with_active_counts():
     calls = []

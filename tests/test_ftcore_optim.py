@@ -136,3 +136,50 @@ def test_frozen_member_stays_frozen_while_others_train():
     ref = run_torch(2, 0, lr=1e-2, wd=0.1)
     for p, q in zip(params, ref):
         torch.testing.assert_close(p.detach()[0], q, rtol=0, atol=1e-6)
+
+
+def run_steps(opt, params, loss_e, E, steps=STEPS):
+    for _ in range(steps):
+        opt.zero_grad()
+        sum(loss_e([p[e] for p in params], e) for e in range(E)).backward()
+        opt.step(torch.ones(E, dtype=torch.bool), 0.7)
+    return [p.detach() for p in params]
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+@pytest.mark.parametrize("clips", [[0.0, 0.0, 0.0], [0.0, 0.5, 0.0]])
+def test_clipping_off_skips_the_norm_without_changing_a_bit(monkeypatch, optimizer, clips):
+    """"Every clip is 0" is decided once at construction: then no gradient norm is computed in a step (the fused
+    update gets max_norm=None) and the parameters are bit-identical to the norm path's with all-0 clips (scale 1).
+    One clip > 0 keeps the norm path for the pack (members with clip 0 get scale 1 there)."""
+    import ftcore.optim
+    from ftcore.sgd import PackedSGD
+    seen = []
+    real = ftcore.optim.multi_adamw_
+
+    def spy(*args):
+        seen.append(args[9])                                                     # max_norm
+        return real(*args)
+    monkeypatch.setattr(ftcore.optim, "multi_adamw_", spy)
+    init, loss_e = problem(3)
+
+    def run(force_norm):
+        params = [p.clone().requires_grad_(True) for p in init]
+        opt = PackedAdamW(params, lr=[1e-2, 2e-2, 1e-2], weight_decay=[0.0, 0.1, 0.0], grad_clip=clips) \
+            if optimizer == "adamw" else PackedSGD(params, lr=[1e-2, 2e-2, 1e-2], weight_decay=[0.0, 0.1, 0.0],
+                                                   grad_clip=clips)
+        assert opt.clipping == any(c > 0 for c in clips)
+        opt.clipping = opt.clipping or force_norm
+        return run_steps(opt, params, loss_e, 3)
+    fast, norm_path = run(False), run(True)
+    assert all(torch.equal(a, b) for a, b in zip(fast, norm_path))
+    if optimizer == "adamw":
+        assert len(seen) == 2 * STEPS
+        assert (seen[0] is None) == (not any(clips)) and all(isinstance(m, torch.Tensor) for m in seen[STEPS:])
+    if any(clips):                                                              # the clip mattered for member 1
+        params = [p.clone().requires_grad_(True) for p in init]
+        opt = PackedAdamW(params, lr=[1e-2, 2e-2, 1e-2], weight_decay=[0.0, 0.1, 0.0]) if optimizer == "adamw" \
+            else PackedSGD(params, lr=[1e-2, 2e-2, 1e-2], weight_decay=[0.0, 0.1, 0.0], grad_clip=[0.0] * 3)
+        unclipped = run_steps(opt, params, loss_e, 3)
+        assert all(torch.equal(a[0], b[0]) for a, b in zip(fast, unclipped))
+        assert not all(torch.equal(a[1], b[1]) for a, b in zip(fast, unclipped))

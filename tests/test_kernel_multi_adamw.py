@@ -1,14 +1,15 @@
-"""multi_adamw: the Triton path (interpreted on CPU) vs a float64 evaluation of multi_adamw_ref, and the
-ref vs torch.optim.AdamW + clip_grad_norm_ run member by member; plus the sm_90 ahead-of-time compile."""
+"""multi_adamw: the Triton path (on the GPU when there is one, else interpreted on CPU: `kernel_device`) vs a
+float64 evaluation of multi_adamw_ref, the ref vs torch.optim.AdamW + clip_grad_norm_ run member by member, and
+which path the public entry takes (recorded by ftkernels.dispatch)."""
 
 import pytest
 import torch
 
-from ftkernels.multi_adamw import aot_configs, multi_adamw_ref, multi_adamw_triton
+from ftkernels import dispatch
+from ftkernels.multi_adamw import multi_adamw_, multi_adamw_ref, multi_adamw_triton
 
 EPS = 1e-8
-DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")   # CPU: the interpreter (conftest)
-DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if DEV.type == "cuda" else [])  # bf16: GPU only
+DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if torch.cuda.is_available() else [])  # bf16: GPU only
 LR_FACTORS = (1.0, 0.5, 0.25, 1.0, 0.1)                     # one per step: the schedule multiplier
 
 
@@ -49,14 +50,14 @@ def assert_rows_close(a: torch.Tensor, b: torch.Tensor, rtol: float) -> None:
     assert not bad.any(), f"max err {(a - b).abs().max().item():.3e} at {bad.nonzero()[:4].tolist()}"
 
 
-def check_step(state, h, active, t, lr_factor, dtype, max_norm, **kw) -> None:
-    """One Triton step from `state` (updated in place) vs the float64 ref from the same state."""
+def check_step(state, h, active, t, lr_factor, dtype, max_norm, dev, **kw) -> None:
+    """One Triton step on `dev` from `state` (CPU, updated in place) vs the float64 ref from the same state."""
     before = [x.clone() for x in (state[0], state[2], state[3])]
     p64, m64, v64 = run_ref64(state, h, active, t, lr_factor, max_norm)
-    d = [x.to(DEV) for x in state]                                          # the same tensors on CPU
-    hd = {k: x.to(DEV) for k, x in h.items()}
+    d = [x.to(dev) for x in state]                                          # the same values on dev
+    hd = {k: x.to(dev) for k, x in h.items()}
     multi_adamw_triton(*d, hd["lr"], hd["beta1"], hd["beta2"], EPS, hd["weight_decay"],
-                       None if max_norm is None else max_norm.to(DEV), active.to(DEV), t, lr_factor, **kw)
+                       None if max_norm is None else max_norm.to(dev), active.to(dev), t, lr_factor, **kw)
     for i in (0, 2, 3):
         state[i].copy_(d[i])
     p, m, v = state[0], state[2], state[3]
@@ -82,7 +83,7 @@ def new_state(E, P, dtype, gen):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("E,P", [(1, 1), (5, 7), (5, 2500), (1, 1031)])
-def test_triton_matches_f64_ref(E, P, dtype):
+def test_triton_matches_f64_ref(E, P, dtype, kernel_device):
     gen = torch.Generator().manual_seed(1000 * E + P)
     h = hypers(E)
     if dtype != torch.float32:
@@ -92,10 +93,10 @@ def test_triton_matches_f64_ref(E, P, dtype):
         active = active_at(E, t)
         state[1] = (3 * torch.randn(E, P, generator=gen)).to(dtype)         # fresh grads every step
         poison(state[1], active)
-        check_step(state, h, active, t, lr_factor, dtype, h["max_norm"])
+        check_step(state, h, active, t, lr_factor, dtype, h["max_norm"], kernel_device)
 
 
-def test_triton_large_steps_bias_correction():
+def test_triton_large_steps_bias_correction(kernel_device):
     """t with many bits set and t ≫ 1/(1 − β2): the fp64 repeated squaring of β^t."""
     gen = torch.Generator().manual_seed(3)
     h = hypers(5)
@@ -103,10 +104,10 @@ def test_triton_large_steps_bias_correction():
     state[2], state[3] = torch.randn(5, 7, generator=gen) * 0.1, torch.rand(5, 7, generator=gen) * 0.01
     for t in (37, 1000, 123457):
         state[1] = torch.randn(5, 7, generator=gen)
-        check_step(state, h, torch.ones(5, dtype=torch.bool), t, 1.0, torch.float32, h["max_norm"])
+        check_step(state, h, torch.ones(5, dtype=torch.bool), t, 1.0, torch.float32, h["max_norm"], kernel_device)
 
 
-def test_triton_no_clip_is_clip_zero():
+def test_triton_no_clip_is_clip_zero(kernel_device):
     """max_norm=None skips the norm launch; it must equal max_norm = 0 for everyone, bit for bit."""
     gen = torch.Generator().manual_seed(4)
     h = hypers(5)
@@ -114,13 +115,13 @@ def test_triton_no_clip_is_clip_zero():
     a[1] = torch.randn(5, 1031, generator=gen)
     poison(a[1], active)
     b = [x.clone() for x in a]
-    check_step(a, h, active, 2, 0.5, torch.float32, None)
-    check_step(b, h, active, 2, 0.5, torch.float32, torch.zeros(5))
+    check_step(a, h, active, 2, 0.5, torch.float32, None, kernel_device)
+    check_step(b, h, active, 2, 0.5, torch.float32, torch.zeros(5), kernel_device)
     for i in (0, 2, 3):                                                     # p, m, v (the grads hold NaN)
         assert torch.equal(a[i], b[i])
 
 
-def test_triton_norm_chunked_partials():
+def test_triton_norm_chunked_partials(kernel_device):
     """Few partials per member: every norm program loops over several blocks (the huge-P tiling)."""
     gen = torch.Generator().manual_seed(5)
     h = hypers(3)
@@ -128,7 +129,7 @@ def test_triton_norm_chunked_partials():
     state = new_state(3, 5000, torch.float32, gen)
     for t in (1, 2):
         state[1] = 2 * torch.randn(3, 5000, generator=gen)
-        check_step(state, h, torch.ones(3, dtype=torch.bool), t, 1.0, torch.float32, h["max_norm"],
+        check_step(state, h, torch.ones(3, dtype=torch.bool), t, 1.0, torch.float32, h["max_norm"], kernel_device,
                    max_partials=2)
 
 
@@ -186,6 +187,23 @@ def test_ref_matches_torch_adamw_per_member(P):
     assert not torch.equal(p, p0)
 
 
-def test_aot_config_count():
-    """The sm_90 compile of each config is tests/test_kernels_aot.py; here: the launcher's 9 variants."""
-    assert len(aot_configs()) == 9
+@pytest.mark.parametrize("impl", ["torch", "triton"])
+def test_public_entry_takes_and_records_the_policy(impl, kernel_device, monkeypatch):
+    """`multi_adamw_` under each FTCORE_KERNELS choice matches the float64 ref, and the dispatch record says which
+    path ran; a dtype the kernels lack (fp64) takes the ref even when triton is forced."""
+    monkeypatch.setenv("FTCORE_KERNELS", impl)
+    gen = torch.Generator().manual_seed(6)
+    h = {k: x.to(kernel_device) for k, x in hypers(3).items()}
+    for dtype, want in ((torch.float32, impl), (torch.float64, "torch")):
+        p = torch.randn(3, 40, generator=gen).to(kernel_device, dtype)
+        g = torch.randn(3, 40, generator=gen).to(kernel_device, dtype)
+        m, v = torch.zeros(3, 40, device=kernel_device, dtype=dtype), torch.zeros(3, 40, device=kernel_device,
+                                                                                  dtype=dtype)
+        p64, m64, v64 = run_ref64([x.cpu() for x in (p, g, m, v)], {k: x.cpu() for k, x in h.items()},
+                                  torch.ones(3, dtype=torch.bool), 1, 1.0, h["max_norm"].cpu())
+        dispatch.reset_ops()
+        multi_adamw_(p, g, m.float() if dtype == torch.float32 else m, v.float() if dtype == torch.float32 else v,
+                     h["lr"], h["beta1"], h["beta2"], EPS, h["weight_decay"], h["max_norm"],
+                     torch.ones(3, dtype=torch.bool, device=kernel_device), 1)
+        assert dispatch.ops_ran() == {"multi_adamw": want}, dtype
+        torch.testing.assert_close(p.cpu().double(), p64, rtol=1e-5, atol=1e-6)

@@ -1,10 +1,13 @@
-"""packed_mlp: Triton kernels (interpreter on CPU) vs a float64 evaluation of packed_mlp_ref, outputs and all
-grads, odd sizes; masked units exact; the ref vs a naive per-member nn.Linear loop; sm_90 AOT compile."""
+"""packed_mlp: Triton kernels (on the GPU when there is one, else the interpreter on CPU: `kernel_device`) vs a
+float64 evaluation of packed_mlp_ref on CPU, outputs and all grads, odd sizes; masked units exact; the ref vs a
+naive per-member nn.Linear loop; which path the public entry takes (recorded by ftkernels.dispatch)."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+import ftkernels.packed_mlp as P
+from ftkernels import dispatch
 from ftkernels.packed_mlp import (
     HMAX,
     OMAX,
@@ -59,36 +62,43 @@ CASES = {
     "d3-b33": (3, 33, 9, [70, 40], 5, [[1, 70, 35], [40, 1, 20]]),
     "d3-b1": (2, 1, 3, [20, 70], 1, [[20, 3], [66, 70]]),
 }
-TOL = {torch.float32: 2e-5, torch.float16: 1e-2}
+TOL = {torch.float32: 2e-5, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, **({"bf16": torch.bfloat16} if torch.cuda.is_available() else {})}
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def on(dev, *groups):
+    """Each argument (a tensor or a list of tensors) moved to `dev`."""
+    return [[t.to(dev) for t in g] if isinstance(g, list) else g.to(dev) for g in groups]
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES.values()), ids=list(DTYPES))
 @pytest.mark.parametrize("case", list(CASES))
-def test_triton_matches_float64_ref(case, dtype):
+def test_triton_matches_float64_ref(case, dtype, kernel_device):
     assert max(CASES["d2-b33"][3]) > HMAX
     E, B, d_in, hidden, d_out, widths = CASES[case]
     x, Ws, bs, masks = make_pack(E, B, d_in, hidden, d_out, widths)
     x, Ws, bs = x.to(dtype), [w.to(dtype) for w in Ws], [b.to(dtype) for b in bs]    # the values both see
     dy = torch.randn(E, B, d_out, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     x_grad = case != "d2-out20"                                     # also the path with no dx kernel
-    y, g = grads(packed_mlp_triton, x, Ws, bs, [m.to(dtype) for m in masks], dy, x_grad)
+    y, g = grads(packed_mlp_triton, *on(kernel_device, x, Ws, bs, [m.to(dtype) for m in masks], dy), x_grad)
     y64, g64 = grads(packed_mlp_ref, x.double(), [w.double() for w in Ws], [b.double() for b in bs], masks, dy,
                      x_grad)
     assert y.dtype == dtype and y.shape == (E, B, d_out)
     names = (["x"] if x_grad else []) + [f"W{i}" for i in range(len(Ws))] + [f"b{i}" for i in range(len(bs))]
     for name, a, b in [("y", y, y64), *zip(names, g, g64)]:
         assert a.dtype == dtype and a.shape == b.shape, name
-        err = (a.double() - b).abs().max().item()
+        err = (a.double().cpu() - b).abs().max().item()
         assert err <= TOL[dtype] * (1 + b.abs().max().item()), f"{name}: max err {err:.3g}"
 
 
 @pytest.mark.parametrize("case", ["d2-b33", "d3-b33"])
-def test_masked_units_are_exact(case):
+def test_masked_units_are_exact(case, kernel_device):
     """Padded units output exactly 0 and get exactly 0 gradient; padded weights never change the output."""
     E, B, d_in, hidden, d_out, widths = CASES[case]
     x, Ws, bs, masks = make_pack(E, B, d_in, hidden, d_out, widths)
-    x, Ws, bs, masks = x.float(), [w.float() for w in Ws], [b.float() for b in bs], [m.float() for m in masks]
-    dy = torch.randn(E, B, d_out)
+    x, Ws, bs, masks = on(kernel_device, x.float(), [w.float() for w in Ws], [b.float() for b in bs],
+                          [m.float() for m in masks])
+    dy = torch.randn(E, B, d_out, device=kernel_device)
     y, g = grads(packed_mlp_triton, x, Ws, bs, masks, dy)
     L = len(Ws)
     dWs, dbs = g[1:1 + L], g[1 + L:]
@@ -115,7 +125,7 @@ def test_ref_matches_naive_per_member(case):
     torch.testing.assert_close(packed_mlp_ref(x, Ws, bs, [m.unsqueeze(1) for m in masks]), naive(x, Ws, bs, widths))
 
 
-def test_tf32_setting_takes_the_tf32_configuration():
+def test_tf32_setting_takes_the_tf32_configuration(kernel_device):
     """torch's "high" matmul precision launches the PREC="tf32" kernels (exact in the interpreter)."""
     E, B, d_in, hidden, d_out, widths = CASES["d3-b1"]
     x, Ws, bs, masks = make_pack(E, B, d_in, hidden, d_out, widths)
@@ -123,12 +133,14 @@ def test_tf32_setting_takes_the_tf32_configuration():
     torch.set_float32_matmul_precision("high")
     try:
         dy = torch.ones(E, B, d_out)
-        y, g = grads(packed_mlp_triton, x.float(), [w.float() for w in Ws], [b.float() for b in bs], masks, dy)
+        y, g = grads(packed_mlp_triton, *on(kernel_device, x.float(), [w.float() for w in Ws], [b.float() for b in bs],
+                                             [m.float() for m in masks], dy))
     finally:
         torch.set_float32_matmul_precision(before)
     y64, g64 = grads(packed_mlp_ref, x, Ws, bs, masks, dy)
     for a, b in zip((y, *g), (y64, *g64)):
-        torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(a.double().cpu(), b, rtol=1e-2 if a.is_cuda else 1e-4,
+                                   atol=1e-2 if a.is_cuda else 1e-4)
 
 
 def test_rejects_bad_arguments():
@@ -139,10 +151,26 @@ def test_rejects_bad_arguments():
         packed_mlp_ref(x, Ws, bs, [])
 
 
-def test_public_entry_matches_ref(monkeypatch):
-    """`packed_mlp` under both FTCORE_KERNELS choices (triton runs in the interpreter on CPU) equals the ref."""
+@pytest.mark.parametrize("impl", ["torch", "triton"])
+def test_public_entry_matches_ref_and_records_it(impl, kernel_device, monkeypatch):
+    """`packed_mlp` under each FTCORE_KERNELS choice (triton: the interpreter on CPU) equals the ref, and the
+    dispatch record says which path ran."""
     x, Ws, bs, masks = make_pack(2, 5, 3, [20], 2, [[20, 4]])
-    x, Ws, bs = x.float(), [w.float() for w in Ws], [b.float() for b in bs]
-    for impl in ("torch", "triton"):
-        monkeypatch.setenv("FTCORE_KERNELS", impl)
-        torch.testing.assert_close(packed_mlp(x, Ws, bs, masks), packed_mlp_ref(x, Ws, bs, masks))
+    x, Ws, bs, masks = on(kernel_device, x.float(), [w.float() for w in Ws], [b.float() for b in bs],
+                          [m.float() for m in masks])
+    monkeypatch.setenv("FTCORE_KERNELS", impl)
+    dispatch.reset_ops()
+    torch.testing.assert_close(packed_mlp(x, Ws, bs, masks), packed_mlp_ref(x, Ws, bs, masks))
+    assert dispatch.ops_ran() == {"packed_mlp": impl}
+
+
+def test_output_wider_than_64_takes_the_ref_under_forced_triton(kernel_device, monkeypatch):
+    """out > OMAX is outside the kernels: the reference runs and is recorded, even with FTCORE_KERNELS=triton."""
+    x, Ws, bs, masks = make_pack(2, 5, 3, [8], OMAX + 1, [[8, 2]])
+    x, Ws, bs, masks = on(kernel_device, x.float(), [w.float() for w in Ws], [b.float() for b in bs],
+                          [m.float() for m in masks])
+    monkeypatch.setenv("FTCORE_KERNELS", "triton")
+    monkeypatch.setattr(P, "packed_mlp_triton", None)                  # any call into the kernels would crash
+    dispatch.reset_ops()
+    torch.testing.assert_close(packed_mlp(x, Ws, bs, masks), packed_mlp_ref(x, Ws, bs, masks))
+    assert dispatch.ops_ran() == {"packed_mlp": "torch"}

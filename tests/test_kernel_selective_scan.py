@@ -1,15 +1,17 @@
-"""ftkernels.selective_scan: the Triton path (interpreted on CPU) vs a float64 evaluation of the reference
-(outputs and every input gradient), the reference vs a naive per-scalar unrolled scan, per-row A/D/bias,
-and the sm_90 AOT compile."""
+"""ftkernels.selective_scan: the Triton path (on the GPU when there is one, else interpreted on CPU:
+`kernel_device`) vs a float64 evaluation of the reference on CPU (outputs and every input gradient), the
+reference vs a naive per-scalar unrolled scan, per-row A/D/bias, and which path the public entry takes."""
 import math
 
 import pytest
 import torch
 
 pytest.importorskip("triton")
+from ftkernels import dispatch
 from ftkernels import selective_scan as S
 
-TOL = {torch.float32: 2e-5, torch.float16: 5e-3}      # max error / (max |ref| + 1)
+TOL = {torch.float32: 2e-5, torch.float16: 5e-3, torch.bfloat16: 4e-2}      # max error / (max |ref| + 1)
+DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if torch.cuda.is_available() else [])  # bf16: GPU only
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
 
@@ -27,18 +29,19 @@ def _inputs(Bt, Dm, N, L, dtype, D=True, z=True, bias=True, per_row=False, seed=
     return {k: x.get(k) for k in NAMES}
 
 
-def _run(fn, ins, dtype, softplus, dy):
-    """Output and gradients wrt every given input, inputs cast to `dtype` (None: as they are)."""
-    leaves = {k: None if v is None else v.detach().to(dtype or v.dtype).requires_grad_(True) for k, v in ins.items()}
+def _run(fn, ins, dtype, softplus, dy, device="cpu"):
+    """Output and gradients wrt every given input, inputs cast to `dtype` (None: as they are) on `device`."""
+    leaves = {k: None if v is None else v.detach().to(device=device, dtype=dtype or v.dtype).requires_grad_(True)
+              for k, v in ins.items()}
     y = fn(*[leaves[k] for k in NAMES], delta_softplus=softplus)
     used = [k for k in NAMES if leaves[k] is not None]
-    grads = torch.autograd.grad(y, [leaves[k] for k in used], dy.to(y.dtype))
+    grads = torch.autograd.grad(y, [leaves[k] for k in used], dy.to(device=y.device, dtype=y.dtype))
     return y, dict(zip(used, grads))
 
 
 def _close(got, ref, tol, what):
     assert got.shape == ref.shape, what
-    err = (got.double() - ref).abs().max().item()
+    err = (got.double().cpu() - ref.cpu()).abs().max().item()
     assert err <= tol * (ref.abs().max().item() + 1), f"{what}: max error {err:.3g}"
 
 
@@ -50,12 +53,12 @@ CASES = [  # Bt, Dm, N, L, D, z, bias, softplus
 ]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("Bt,Dm,N,L,D,z,bias,softplus", CASES)
-def test_triton_matches_float64_ref(dtype, Bt, Dm, N, L, D, z, bias, softplus):
+def test_triton_matches_float64_ref(dtype, Bt, Dm, N, L, D, z, bias, softplus, kernel_device):
     ins = _inputs(Bt, Dm, N, L, dtype, D, z, bias)
     dy = torch.randn(Bt, Dm, L, generator=torch.Generator().manual_seed(1))
-    y, grads = _run(S.selective_scan_triton, ins, None, softplus, dy)
+    y, grads = _run(S.selective_scan_triton, ins, None, softplus, dy, kernel_device)
     y6, grads6 = _run(S.selective_scan_ref, ins, torch.float64, softplus, dy)
     assert y.dtype == dtype
     _close(y, y6, TOL[dtype], "out")
@@ -65,24 +68,24 @@ def test_triton_matches_float64_ref(dtype, Bt, Dm, N, L, D, z, bias, softplus):
         _close(grads[k], grads6[k], TOL[dtype] * 4, f"d{k}")
 
 
-def test_triton_per_row_params_and_multi_chunk():
+def test_triton_per_row_params_and_multi_chunk(kernel_device):
     """A (Bt, Dm, N), D and delta_bias (Bt, Dm) — a pack folded into the batch — over 2+ chunks and
     2 channel blocks (Dm > BLOCK_D = 64), N in the 64-wide tile."""
     ins = _inputs(2, 66, 20, S.CHUNK * 2 + 3, torch.float32, per_row=True, seed=3)
     dy = torch.randn(2, 66, S.CHUNK * 2 + 3, generator=torch.Generator().manual_seed(4))
-    y, grads = _run(S.selective_scan_triton, ins, None, True, dy)
+    y, grads = _run(S.selective_scan_triton, ins, None, True, dy, kernel_device)
     y6, grads6 = _run(S.selective_scan_ref, ins, torch.float64, True, dy)
     _close(y, y6, TOL[torch.float32], "out")
     for k in grads:
         _close(grads[k], grads6[k], TOL[torch.float32] * 4, f"d{k}")
 
 
-def test_triton_mixed_shared_and_per_row_params():
+def test_triton_mixed_shared_and_per_row_params(kernel_device):
     """Shared A and delta_bias with a per-row D (one is expanded in the launcher to share a stride)."""
     ins = _inputs(2, 5, 4, 9, torch.float32, seed=7)
     ins["D"] = torch.randn(2, 5, generator=torch.Generator().manual_seed(8))
     dy = torch.randn(2, 5, 9, generator=torch.Generator().manual_seed(9))
-    y, grads = _run(S.selective_scan_triton, ins, None, False, dy)
+    y, grads = _run(S.selective_scan_triton, ins, None, False, dy, kernel_device)
     y6, grads6 = _run(S.selective_scan_ref, ins, torch.float64, False, dy)
     _close(y, y6, TOL[torch.float32], "out")
     for k in grads:
@@ -127,17 +130,23 @@ def test_ref_per_row_params_equal_shared():
     torch.testing.assert_close(S.selective_scan_ref(*[rows[k] for k in NAMES], delta_softplus=True), y)
 
 
-def test_public_entry_takes_ref_on_cpu(monkeypatch):
+def test_public_entry_takes_ref_under_torch(monkeypatch, kernel_device):
     monkeypatch.setenv("FTCORE_KERNELS", "torch")
-    ins = _inputs(1, 3, 4, 5, torch.float32)
+    monkeypatch.setattr(S, "selective_scan_triton", None)             # any call into the kernels would crash
+    ins = {k: None if v is None else v.to(kernel_device) for k, v in _inputs(1, 3, 4, 5, torch.float32).items()}
     ref = S.selective_scan_ref(*[ins[k] for k in NAMES])
+    dispatch.reset_ops()
     torch.testing.assert_close(S.selective_scan(*[ins[k] for k in NAMES]), ref)
+    assert dispatch.ops_ran() == {"selective_scan": "torch"}
 
 
-def test_public_entry_takes_triton_when_forced(monkeypatch):
-    """FTCORE_KERNELS=triton under the interpreter routes through the autograd.Function."""
+def test_public_entry_takes_triton_when_forced(monkeypatch, kernel_device):
+    """FTCORE_KERNELS=triton (the interpreter on CPU) routes through the autograd.Function, and is recorded."""
     monkeypatch.setenv("FTCORE_KERNELS", "triton")
+    ins = {k: None if v is None else v.to(kernel_device) for k, v in _inputs(1, 3, 4, 5, torch.float32).items()}
+    ref = S.selective_scan_ref(*[ins[k] for k in NAMES], delta_softplus=True)
     monkeypatch.setattr(S, "selective_scan_ref", None)               # any fallback would crash
-    ins = _inputs(1, 3, 4, 5, torch.float32)
+    dispatch.reset_ops()
     y = S.selective_scan(*[ins[k] for k in NAMES], delta_softplus=True)
-    assert y.shape == (1, 3, 5) and torch.isfinite(y).all()
+    assert dispatch.ops_ran() == {"selective_scan": "triton"}
+    torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-5)

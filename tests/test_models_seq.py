@@ -281,3 +281,72 @@ def test_init_choices():
     torch.testing.assert_close(one.read_in.weight[0], torch_init.read_in.weight[1], rtol=0, atol=0)  # per-member draws
     with pytest.raises(ValueError, match="model.init"):
         TransformerConfig(init="xavier")
+
+
+# ------------------------------------------------------------------------------------ SDPA (issue 17, item 3)
+def explicit_causal_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, **kw):
+    """softmax(q kᵀ / √hd + causal mask) v written out: the attention every model computed before SDPA."""
+    assert is_causal and attn_mask is None and dropout_p == 0.0 and not kw
+    T = q.shape[-2]
+    s = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5                              # (N, nh, T, T)
+    s = s.masked_fill(torch.triu(torch.ones(T, T, dtype=torch.bool), 1), float("-inf"))
+    return s.softmax(-1) @ v
+
+
+def attention_models():
+    from ftcore.models.hybrid import HybridConfig, MambaFormerConfig
+    return {**CASES,
+            "hybrid": lambda: HybridConfig(n_embd=C, n_layer=3, n_head=H, d_state=4, n_positions=P),
+            "mambaformer": lambda: MambaFormerConfig(n_embd=C, n_layer=2, n_head=H, d_state=4)}
+
+
+@pytest.mark.parametrize("name", ["transformer", "looped_transformer", "hybrid", "mambaformer"])
+def test_every_attention_model_through_sdpa_matches_explicit_attention(name, monkeypatch):
+    """Every model with attention (transformer, looped, hybrid, mambaformer) calls F.scaled_dot_product_attention
+    with is_causal=True (flash attention can serve it on CUDA); its outputs and gradients equal those with the
+    explicit masked softmax in its place within 1e-5 in fp32."""
+    F = torch.nn.functional
+    model = build_model(attention_models()[name](), IN, OUT, generators([0, 1], "base"))
+    x = xs(2)
+    calls = []
+    real = F.scaled_dot_product_attention
+
+    def counting(*a, **kw):
+        calls.append(kw.get("is_causal"))
+        return real(*a, **kw)
+
+    def run():
+        model.zero_grad()
+        y = model(x)
+        y.pow(2).sum().backward()
+        return y.detach(), [p.grad.clone() for p in model.parameters()]
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", counting)
+    y_sdpa, g_sdpa = run()
+    assert calls and all(c is True for c in calls), calls
+    monkeypatch.setattr(F, "scaled_dot_product_attention", explicit_causal_attention)
+    y_ref, g_ref = run()
+    torch.testing.assert_close(y_sdpa, y_ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(g_sdpa, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_under_bf16_autocast():
+    """Under CPU autocast bf16 (train.precision: bf16), SDPA gets bf16 q, k, v (on CUDA the flash kernel's dtype)
+    and the block's output stays within bf16 rounding of the fp32 one."""
+    F = torch.nn.functional
+    att = CausalSelfAttention(generators([3, 4], "att"), C, H)
+    x = torch.randn(2, 3, 7, C, generator=torch.Generator().manual_seed(5))
+    ref = att(x)
+    dtypes = []
+    real = F.scaled_dot_product_attention
+
+    def recording(q, k, v, **kw):
+        dtypes.append((q.dtype, k.dtype, v.dtype))
+        return real(q, k, v, **kw)
+
+    with pytest.MonkeyPatch.context() as mp, torch.autocast("cpu", dtype=torch.bfloat16):
+        mp.setattr(F, "scaled_dot_product_attention", recording)
+        y = att(x)
+    assert dtypes == [(torch.bfloat16,) * 3] and y.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), ref, rtol=0.05, atol=0.02)
