@@ -120,12 +120,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _lock(out: str):
-    """DIR's driver lock (`sweeps.api.lock_dir`), a stale lock's takeover said on stdout."""
-    from sweeps.api import lock_dir
-    return lock_dir(out, _say)
-
-
 def cmd_validate(args) -> int:
     from sweeps.api import load_checked_spec
     spec, checked = load_checked_spec(args.spec, args.overrides, limits=not args.no_limits)

@@ -110,11 +110,12 @@ def test_resume_refuses_a_directory_another_driver_holds(tmp_path, holder, capsy
 
 
 def test_the_cli_says_whose_stale_lock_it_took(tmp_path, holder, capsys):
-    from sweeps.cli import _lock
+    from sweeps.api import lock_dir
+    from sweeps.cli import _say
     p = holder(tmp_path)
     p.kill()
     p.wait()
-    lock = _lock(str(tmp_path))
+    lock = lock_dir(str(tmp_path), _say)         # as `ftsweep run/resume` take it
     try:
         out = capsys.readouterr().out
         assert f"took over the lock of {tmp_path}" in out and f"pid {p.pid}" in out
