@@ -33,7 +33,8 @@ what it measured. Sections (each case is `ok`, or carries `reason`: its error te
    replayed. `fit` itself has host syncs in its loop, so the step is captured directly from fit's parts
    (build_pack, train_loss, make_optimizer) on a fixed batch: a timing of the step's GPU work, not of a training run
    (the AdamW step count is frozen in the graph). When `ftcore.fit` takes a `cuda_graphs` argument, fit is also
-   timed with it on and off.
+   run with it "off" and "auto" (ftcore/graphs.py) on the same members: wall time and whether the runs agree
+   (statuses, steps, largest final-metric difference) — what decides whether `auto` can become the default.
 
 A global time budget (--budget-s) is shared out over the sections (each ends by a fixed share of it, unused time
 flows to the next); a case that would start past its section's end is skipped with that reason, and a case that
@@ -68,7 +69,8 @@ SECTIONS = ("kernel_tests", "kernel_bench", "fit", "cuda_graphs")
 SHARE_END = {"kernel_tests": 0.25, "kernel_bench": 0.62, "fit": 0.88, "cuda_graphs": 1.0}   # cumulative budget shares
 DTYPES = ("bf16", "fp32", "tf32")
 PASS1_SHARE = 0.6             # kernel_bench: share of its time for triton / ref / baseline before the compile pass
-KERNEL_TEST_FILES = ("tests/test_kernel_*.py", "tests/test_kernels_wired.py")   # not test_kernels_aot: no GPU in it
+KERNEL_TEST_FILES = ("tests/test_kernel_*.py", "tests/test_kernels_wired.py",   # not test_kernels_aot: no GPU in it
+                     "tests/test_graphs.py")
 SMOKE_PYTEST_K = "rejects or unknown_choice"      # --smoke: a few fast tests, so the pytest path is exercised too
 
 
@@ -863,19 +865,17 @@ def section_fit(rep, clock, args, torch, cuda, device) -> None:
 def graph_case(torch, cuda, device, dicts: list[dict], timed) -> dict:
     """One pack's training step from fit's parts on a fixed batch: eager, and captured in a CUDA graph."""
     from ftcore import member_from_dict
-    from ftcore.fit import make_optimizer, train_loss
+    from ftcore.fit import make_optimizer, train_step
     from ftcore.pack import build_pack
     members = [member_from_dict(d) for d in dicts]
     task, model = build_pack(members, torch.float32, device)
     opt = make_optimizer(model, members)
-    x, y, w = task.batch(0)
+    batch = task.batch(0)
     active = torch.ones(len(members), dtype=torch.bool, device=device)
+    diverged_at = torch.full((len(members),), -1, dtype=torch.long, device=device)
 
     def step():
-        opt.zero_grad()
-        loss = train_loss(task, model, x, y, w, 0)
-        torch.where(active, loss, 0.0).sum().backward()
-        opt.step(active, 1.0)
+        train_step(task, model, opt, batch, active, diverged_at, 0, 1.0)
     out = {"E": len(members), "static_batch": bool(getattr(task, "static_batch", False)),
            "eager_ms": timed(step)}
     if not cuda:
@@ -900,7 +900,11 @@ def graph_case(torch, cuda, device, dicts: list[dict], timed) -> dict:
 
 
 def fit_graphs_case(torch, cuda, device, dicts) -> dict:
-    """`ftcore.fit(..., cuda_graphs=on/off)` when fit has that argument."""
+    """`ftcore.fit(..., cuda_graphs="off" / "auto")` on the same members: wall time, and whether the runs agree
+    (statuses, step counts, the largest difference of a final metric) — the check that decides whether `auto` can
+    become the default (ftcore/graphs.py)."""
+    import math
+
     import ftcore
     from ftcore import member_from_dict
     if "cuda_graphs" not in inspect.signature(ftcore.fit).parameters:
@@ -908,15 +912,20 @@ def fit_graphs_case(torch, cuda, device, dicts) -> dict:
     if not cuda:
         return {"status": "skipped", "reason": "no CUDA: CUDA graphs need a GPU"}
     members = [member_from_dict(d) for d in dicts]
-    out = {}
-    for flag in (False, True):
+    out, results = {}, {}
+    for flag in ("off", "auto"):
         ftcore.fit(members[:1], device=device, cuda_graphs=flag)             # warm-up
         torch.cuda.synchronize()
         t0 = time.perf_counter()
-        ftcore.fit(members, device=device, cuda_graphs=flag)
+        results[flag] = ftcore.fit(members, device=device, cuda_graphs=flag)
         torch.cuda.synchronize()
-        out[f"fit_s_graphs_{'on' if flag else 'off'}"] = round(time.perf_counter() - t0, 3)
-    out["speedup"] = round(out["fit_s_graphs_off"] / out["fit_s_graphs_on"], 2)
+        out[f"fit_s_graphs_{flag}"] = round(time.perf_counter() - t0, 3)
+    out["speedup"] = round(out["fit_s_graphs_off"] / out["fit_s_graphs_auto"], 2)
+    a, b = results["off"], results["auto"]
+    out["same_status_and_steps"] = [(r.status, r.steps) for r in a] == [(r.status, r.steps) for r in b]
+    diffs = [abs(ra.metrics[k] - rb.metrics[k]) for ra, rb in zip(a, b) for k in ra.metrics
+             if k in rb.metrics and math.isfinite(ra.metrics[k]) and math.isfinite(rb.metrics[k])]
+    out["max_final_metric_diff"] = max(diffs, default=None)
     return out
 
 
@@ -1001,10 +1010,11 @@ def render_md(doc: dict) -> str:
         lines.append("")
     cases = S.get("cuda_graphs", {}).get("cases", [])
     if cases:
-        lines += ["## CUDA graphs", "", "| case | eager step ms | graph step ms | speed-up | fit off/on s | status |",
-                  "|---|---:|---:|---:|---|---|"]
+        lines += ["## CUDA graphs", "", "| case | eager step ms | graph step ms | speed-up | fit off/auto s | "
+                  "same status+steps | max final metric diff | status |", "|---|---:|---:|---:|---|---|---:|---|"]
         lines += [f"| {c['name']} | {_f(c.get('eager_ms'))} | {_f(c.get('graph_ms'))} | {_f(c.get('speedup'), '{:.2f}x')} | "
-                  f"{_f(c.get('fit_s_graphs_off'))} / {_f(c.get('fit_s_graphs_on'))} | "
+                  f"{_f(c.get('fit_s_graphs_off'))} / {_f(c.get('fit_s_graphs_auto'))} | "
+                  f"{_f(c.get('same_status_and_steps'))} | {_f(c.get('max_final_metric_diff'), '{:.2g}')} | "
                   f"{c['status']}{': ' + str(c.get('reason'))[:160] if c.get('reason') else ''} |" for c in cases]
         lines.append("")
     return "\n".join(lines) + "\n"

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "tests" / "load_sweep.yaml"
 GRID_POINTS = 4            # task.n × adapter.width in tests/load_sweep.yaml
 
-DONE_RE = re.compile(r"done: (\d+) member runs in (\d+) round\(s\), ([\d.]+)s; driver peak RSS (\d+) MiB")
+DONE_RE = re.compile(r"done: (\d+) member runs in (\d+) wave\(s\), ([\d.]+)s; driver peak RSS (\d+) MiB")
 ROUND_RE = re.compile(r"\] round 1: .*\| (\d+)m(\d+)s")
 TRIAL_RE = re.compile(r"\]   trial \S+: \d+ runs .*\| (\d+)m(\d+)s")
 

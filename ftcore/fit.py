@@ -19,6 +19,11 @@ evaluated at this step, including one that just succeeded or diverged; a returne
 stops with status `pruned`). `dp` (ftcore.distributed) trains
 the pack data-parallel: each rank its rows of every member's batch, gradients and losses summed over ranks.
 
+Each step is `train_step` (no host sync in it). A pack of the additive ReLU adapter under the weighted MSE takes the
+analytic step (`analytic_forward`: forward and hand-written reverse mode, no autograd graph; equal to autograd's
+step to rounding, tests/test_analytic_step.py); every other pack differentiates with autograd. `cuda_graphs="auto"`
+captures an eligible pack's step in a CUDA graph on a GPU and replays it (ftcore.graphs; off by default).
+
 `train.precision` (a pack-level field) picks the training step's arithmetic; parameters, gradients and the optimizer's
 moments are fp32 under all three, and evaluation always runs in fp32 (so metrics and success checks do not depend on
 it; `matmul_mode`, `autocast`; `train.method: construction` resolves it to fp32 — float64, nothing trains):
@@ -43,9 +48,13 @@ import ftcore.tasks  # noqa: F401
 from ftcore.batching import make_batcher
 from ftcore.checkpoint import member_state
 from ftcore.config import MemberConfig
+from ftcore.graphs import CHOICES as GRAPH_CHOICES
+from ftcore.graphs import GraphedStep, graphable
+from ftcore.losses import weighted_mse_and_grad
 from ftcore.optim import PackedAdamW
 from ftcore.pack import build_pack, check_pack  # noqa: F401  (check_pack: part of this module's API)
 from ftcore.sgd import PackedSGD
+from ftcore.tasks.base import Task
 from ftkernels.dispatch import reset_ops
 
 
@@ -66,13 +75,17 @@ def schedule(kind: str, step: int, steps: int) -> float:
 
 
 def fit(members: list[MemberConfig], report=None, device: torch.device | str = "cpu", dp=None,
-        on_eval=None) -> list[MemberResult]:
-    """Train one pack (see the module docstring) under its `train.precision`'s CUDA matmul mode, restored after."""
+        on_eval=None, cuda_graphs: str = "off") -> list[MemberResult]:
+    """Train one pack (see the module docstring) under its `train.precision`'s CUDA matmul mode, restored after.
+    `cuda_graphs`: "auto" captures an eligible pack's step in a CUDA graph (ftcore.graphs), "off" never."""
+    if cuda_graphs not in GRAPH_CHOICES:
+        raise ValueError(f"cuda_graphs: one of {', '.join(GRAPH_CHOICES)} (got {cuda_graphs!r})")
     with matmul_mode(members[0].train.precision if members else "fp32", device):
-        return _fit(members, report, device, dp, on_eval)
+        return _fit(members, report, device, dp, on_eval, cuda_graphs)
 
 
-def _fit(members: list[MemberConfig], report, device: torch.device | str, dp, on_eval) -> list[MemberResult]:
+def _fit(members: list[MemberConfig], report, device: torch.device | str, dp, on_eval,
+         cuda_graphs: str = "off") -> list[MemberResult]:
     check_pack(members)
     reset_ops()                                # ftkernels.dispatch's record of what ran: this pack's alone
     c0, E = members[0], len(members)
@@ -93,6 +106,12 @@ def _fit(members: list[MemberConfig], report, device: torch.device | str, dp, on
     curves: list[list[dict]] = [[] for _ in range(E)]
     last_loss = torch.full((E,), float("nan"), device=device)
     success_key = task.success_metric if c0.train.early_stop else None
+
+    def graph_for(task, model, opt, active, diverged_at) -> GraphedStep | None:   # the pack's step in a CUDA graph
+        if cuda_graphs == "off" or construction or not graphable(task, model, batcher, dp, device, opt):
+            return None
+        return GraphedStep(task, model, opt, task.batch(0), active, diverged_at, c0.train.precision, train_step)
+    graphed = graph_for(task, model, opt, active, diverged_at)
 
     for step in range(steps + 1):
         if step % c0.train.eval_every == 0 or step == steps:
@@ -123,26 +142,70 @@ def _fit(members: list[MemberConfig], report, device: torch.device | str, dp, on
                 break
             if isinstance(opt, PackedAdamW) and should_compact(task, active, steps - step, steps):   # (SGD: no compaction)
                 keep = torch.nonzero(active).flatten().tolist()
+                if graphed is not None:
+                    graphed.close()
                 task, model, opt = compact([members[live[i]] for i in keep], keep, model, opt, dtype, device)
                 live, active, last_loss, diverged_at = ([live[i] for i in keep], active[keep], last_loss[keep],
                                                          diverged_at[keep])
-        x, y, w = task.batch(step) if batcher is None else batcher(model, step)
-        if dp is not None:                                                        # this rank's rows, weights kept
-            x, y, w = dp.shard(x, y, w)
-        loss = train_loss(task, model, x, y, w, step, c0.train.precision)        # (E,)
-        last_loss = loss.detach() if dp is None else dp.sum(loss)                # the full batch's loss (E,)
-        finite = last_loss.isfinite()                          # no host sync: read back at the next evaluation
-        diverged_at.masked_fill_(active & ~finite, step)
-        active &= finite                                       # frozen from this step on (no update at it)
-        opt.zero_grad()
-        torch.where(active, loss, 0.0).sum().backward()
-        if dp is not None:                                                        # Σ_r ∇L^(r) = ∇L
-            dp.all_reduce_grads(opt.params)
-        opt.step(active, schedule(c0.train.schedule, step, steps))
+                graphed = graph_for(task, model, opt, active, diverged_at)
+        if graphed is not None:                                # captured once, replayed (ftcore.graphs)
+            last_loss = graphed(step, schedule(c0.train.schedule, step, steps))
+            continue
+        batch = task.batch(step) if batcher is None else batcher(model, step)
+        last_loss = train_step(task, model, opt, batch, active, diverged_at, step,
+                               schedule(c0.train.schedule, step, steps), c0.train.precision, dp)
 
+    if graphed is not None:
+        graphed.close()
     states = saved_states(members, live, model)
     return [MemberResult(m.run_id(), status[e], final[e], stopped[e], n_tr[e], curves[e], states[e])
             for e, m in enumerate(members)]
+
+
+def train_step(task, model, opt, batch, active: torch.Tensor, diverged_at: torch.Tensor, step: int,
+               lr_factor: float, precision: str = "fp32", dp=None) -> torch.Tensor:
+    """One optimizer step of the pack on `batch` = (x, y, w); returns the batch's loss (E,), detached.
+
+    A member whose loss is non-finite is frozen from this step on (`active` cleared, `diverged_at` set to `step`,
+    in place on the device: no host sync), and takes no update at it. The backward is of Σ_e active_e · L_e: one
+    `loss.backward(active)`, or, for a model with its own reverse mode under the weighted MSE, the analytic step
+    (`analytic_forward`: no autograd graph); the optimizer leaves inactive members exactly as they are. `dp`: this
+    rank's rows of the batch, the full batch's loss and gradients summed over ranks. `step` and `lr_factor` may be
+    0-dim device tensors (a step captured in a CUDA graph: ftcore.graphs)."""
+    x, y, w = batch if dp is None else dp.shard(*batch)                      # this rank's rows, weights kept
+    manual = analytic_forward(task, model, x, precision)
+    if manual is None:
+        loss = train_loss(task, model, x, y, w, step, precision)              # (E,)
+    else:
+        pred, set_grads = manual
+        loss, loss_grad = weighted_mse_and_grad(pred, y, w)                   # (E,), g -> ∂(Σ g_e L_e)/∂pred
+    last_loss = loss.detach() if dp is None else dp.sum(loss)                # the full batch's loss (E,)
+    finite = (last_loss - last_loss) == 0                  # isfinite in 2 ops (x − x: NaN for ±inf, NaN); no sync
+    diverged_at.masked_fill_(active & ~finite, step)
+    active &= finite                                       # frozen from this step on (no update at it)
+    opt.zero_grad()
+    weight = active.to(loss.dtype)                         # ∇ Σ_e active_e · L_e (a frozen member: weight 0)
+    if manual is None:
+        loss.backward(weight)
+    else:
+        set_grads(loss_grad(weight))
+    if dp is not None:                                                        # Σ_r ∇L^(r) = ∇L
+        dp.all_reduce_grads(opt.params)
+    opt.step(active, lr_factor)
+    return last_loss
+
+
+def analytic_forward(task, model, x: torch.Tensor, precision: str):
+    """The analytic step's forward, or None for autograd's: (pred, set_grads) when the task's loss is the base
+    weighted MSE (`Task.loss`, ftcore.losses) and the model runs its own reverse mode (`forward_with_vjp`: the
+    additive ReLU adapter on the torch path), in fp32/tf32. Then a step records no autograd graph: the loss and
+    ∂L/∂pred come from `weighted_mse_and_grad`, the parameters' gradients from `set_grads` — the same math as
+    autograd's in fewer ops (benchmarks/bench_step.py), for the launch-bound CPU packs of the FTC sweeps."""
+    fwd = getattr(model, "forward_with_vjp", None)
+    if fwd is None or precision == "bf16" or type(task).loss is not Task.loss \
+            or getattr(getattr(model, "base", model), "train_kwargs", None) is not None:
+        return None
+    return fwd(x)
 
 
 def settle_divergence(diverged_at: torch.Tensor, live: list[int], status: list[str], stopped: list[int],
@@ -190,8 +253,9 @@ def train_loss(task, model, x, y, w, step: int, precision: str = "fp32") -> torc
     hook = getattr(getattr(model, "base", model), "train_kwargs", None)
     with autocast(precision, next(model.parameters()).device):
         out = model(x, **hook(step)) if hook is not None else model(x)
-    preds = out if isinstance(out, (list, tuple)) else [out]
-    return torch.stack([task.loss(upcast(p), y, w) for p in preds]).mean(0)
+    if not isinstance(out, (list, tuple)):
+        return task.loss(upcast(out), y, w)
+    return torch.stack([task.loss(upcast(p), y, w) for p in out]).mean(0)
 
 
 def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractContextManager:
@@ -200,7 +264,9 @@ def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractC
     parameters, so gradients reach the fp32 parameters in fp32); fp32 and tf32 -> no autocast."""
     if precision != "bf16":
         return contextlib.nullcontext()
-    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+    dev = torch.device(device).type          # no weight-cast cache while a CUDA graph captures (torch's rule)
+    capturing = dev == "cuda" and torch.cuda.is_current_stream_capturing()
+    return torch.autocast(dev, dtype=torch.bfloat16, cache_enabled=not capturing)
 
 
 def upcast(t):

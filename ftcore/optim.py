@@ -14,20 +14,22 @@ and a NaN in one member never leaks into the others.
 
 Layout: the trainable parameters are moved into one flat buffer (E, P) — each parameter becomes a view
 `flat[:, a:b].view(E, ...)` — so that a single `ftkernels.multi_adamw_` launch (Triton on CUDA, its torch
-reference elsewhere) updates every parameter of every member. Gradients are gathered into the matching
+reference elsewhere; on CPU, torch's fused CPU AdamW per group of members sharing hyperparameters) updates every
+parameter of every member. Gradients are gathered into the matching
 (E, P) buffer with one `torch.cat`. Build the optimizer after the model is on its device and dtype.
 """
 from __future__ import annotations
 
 import torch
 
-from ftkernels.multi_adamw import multi_adamw_
+from ftkernels.multi_adamw import hyper_groups, multi_adamw_
 
 
 class PackedAdamW:
     def __init__(self, params: list[torch.Tensor], lr, weight_decay, betas=(0.9, 0.999), eps=1e-8, grad_clip=None):
         self.params = [p for p in params if p.requires_grad]
         self.eps, self.t = float(eps), 0
+        self.t_dev: torch.Tensor | None = None     # the step count on the device (`use_device_step`), else None
         if not self.params:
             return
         p0 = self.params[0]
@@ -45,6 +47,7 @@ class PackedAdamW:
                                else grad_clip)
         self.clipping = bool((self.clip > 0).any())           # decided once (host): all 0 -> no norm work per step
         self.b1, self.b2 = per_member(betas[0]), per_member(betas[1])
+        self.groups = hyper_groups(self.lr, self.b1, self.b2, self.wd) if dev.type == "cpu" else None   # CPU path
         self.flat = torch.cat([p.detach().reshape(E, -1) for p in self.params], 1).contiguous()   # (E, P)
         for p, view in zip(self.params, self.views(self.flat)):  # params become views into the flat buffer
             p.data = view
@@ -69,12 +72,30 @@ class PackedAdamW:
         grads = [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(E, -1) for p in self.params]
         torch.cat(grads, 1, out=self.grad)
 
+    def use_device_step(self) -> None:
+        """Keep the step count on the device from now on (`t_dev`, incremented in place by each step, read by the
+        update from device memory): a step captured in a CUDA graph (ftcore.graphs) then replays with the count of
+        each replay. `sync_step()` brings it back to the host's `t`."""
+        self.t_dev = torch.tensor(self.t, device=self.flat.device if self.params else "cpu")
+
+    def sync_step(self) -> None:
+        """`t` = the device's step count (one host read), back to host counting."""
+        if self.t_dev is not None:
+            self.t, self.t_dev = int(self.t_dev), None
+
     @torch.no_grad()
-    def step(self, active: torch.Tensor, lr_factor: float = 1.0) -> None:
-        """active: (E,) bool. Updates only active members."""
+    def step(self, active: torch.Tensor, lr_factor: float | torch.Tensor = 1.0) -> None:
+        """active: (E,) bool. Updates only active members. lr_factor: the schedule's factor (a 0-dim device tensor
+        under a CUDA graph)."""
         if not self.params:
             return
-        self.t += 1
+        if self.t_dev is not None:
+            self.t_dev += 1
+            t = self.t_dev
+        else:
+            self.t += 1
+            t = self.t
         self._gather_grads()
         multi_adamw_(self.flat, self.grad, self.m, self.v, self.lr, self.b1, self.b2, self.eps, self.wd,
-                     self.clip if self.clipping else None, active.to(self.flat.device), self.t, float(lr_factor))
+                     self.clip if self.clipping else None, active.to(self.flat.device), t,
+                     lr_factor if isinstance(lr_factor, torch.Tensor) else float(lr_factor), groups=self.groups)

@@ -83,10 +83,14 @@ def _bias_corrections(b1, b2, step):
 
 @triton.jit(do_not_specialize=["step"])
 def _adamw_update_kernel(p_ptr, g_ptr, m_ptr, v_ptr, part_ptr, lr_ptr, b1_ptr, b2_ptr, wd_ptr, clip_ptr,
-                         active_ptr, P, T, eps, lr_factor, step,
-                         HAS_CLIP: tl.constexpr, BLOCK: tl.constexpr, T_BLOCK: tl.constexpr):
+                         active_ptr, P, T, eps, lr_factor, step, scalars_ptr,
+                         HAS_CLIP: tl.constexpr, BLOCK: tl.constexpr, T_BLOCK: tl.constexpr,
+                         DEVICE_SCALARS: tl.constexpr):
     pid = tl.program_id(0)
     e = tl.program_id(1)
+    if DEVICE_SCALARS:                          # (t, s) read from the device: a CUDA graph replays with new values
+        step = tl.load(scalars_ptr).to(tl.int32)
+        lr_factor = tl.load(scalars_ptr + 1)
     # Per-member scalars, once per program.
     act = tl.load(active_ptr + e) != 0
     lr = tl.load(lr_ptr + e) * lr_factor
@@ -141,12 +145,23 @@ def _vec(x: torch.Tensor, device) -> torch.Tensor:
     return x.to(device=device, dtype=torch.float32).contiguous()            # (E,) no-op when already fp32
 
 
+def device_scalar_pair(step: torch.Tensor, lr_factor, device) -> torch.Tensor:
+    """(2,) fp32 [t, s] on the device, built by device ops only (no host read: capturable in a CUDA graph).
+    t is exact in fp32 up to 2²⁴ steps."""
+    s = lr_factor if isinstance(lr_factor, torch.Tensor) else torch.full((), float(lr_factor), device=device)
+    return torch.stack([step.to(device=device, dtype=torch.float32).reshape(()),
+                        s.to(device=device, dtype=torch.float32).reshape(())])
+
+
 def multi_adamw_triton(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps: float, weight_decay, max_norm,
                        active, step: int, lr_factor: float = 1.0, *, max_partials: int = MAX_PARTIALS) -> None:
-    """The Triton path of `multi_adamw_` (tests call it directly). max_partials: norm partials per member."""
+    """The Triton path of `multi_adamw_` (tests call it directly). max_partials: norm partials per member.
+    `step` may be a 0-dim integer tensor on the device (and `lr_factor` a 0-dim tensor): the kernel then reads both
+    from device memory, so a captured CUDA graph replays with the values of each step (ftcore.graphs)."""
     _check(param, grad, exp_avg, exp_avg_sq, {"lr": lr, "beta1": beta1, "beta2": beta2,
                                              "weight_decay": weight_decay, "max_norm": max_norm, "active": active})
-    if step < 1:
+    device_scalars = isinstance(step, torch.Tensor)
+    if not device_scalars and step < 1:
         raise ValueError(f"multi_adamw: step must be ≥ 1, got {step}")
     E, P = param.shape
     if E == 0 or P == 0:
@@ -166,25 +181,35 @@ def multi_adamw_triton(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps: 
         max_partials = 1
     _adamw_update_kernel[(n_blocks, E)](
         param, grad, exp_avg, exp_avg_sq, partial, lr, beta1, beta2, weight_decay, clip, act, P, T,
-        float(eps), float(lr_factor), int(step),
-        HAS_CLIP=max_norm is not None, BLOCK=BLOCK, T_BLOCK=triton.next_power_of_2(max_partials), num_warps=NUM_WARPS)
+        float(eps), 1.0 if device_scalars else float(lr_factor), 1 if device_scalars else int(step),
+        device_scalar_pair(step, lr_factor, dev) if device_scalars else lr,
+        HAS_CLIP=max_norm is not None, BLOCK=BLOCK, T_BLOCK=triton.next_power_of_2(max_partials), num_warps=NUM_WARPS,
+        DEVICE_SCALARS=device_scalars)
 
 
 # ---------------------------------------------------------------- public entry
 
 @torch.no_grad()
 def multi_adamw_(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps: float, weight_decay, max_norm,
-                 active, step: int, lr_factor: float = 1.0) -> None:
+                 active, step: int, lr_factor: float = 1.0, groups: list | None = None) -> None:
     """In-place AdamW step for every active member of a pack (module docstring for the math).
 
     param, grad: (E, P) fp32/fp16/bf16, same dtype; exp_avg, exp_avg_sq: (E, P) fp32; lr, beta1, beta2,
     weight_decay, max_norm: (E,) (max_norm[e] ≤ 0: no clipping for e; max_norm=None: none at all);
-    active: (E,) bool; step: global step t ≥ 1; lr_factor: schedule multiplier.
+    active: (E,) bool; step: global step t ≥ 1; lr_factor: schedule multiplier; groups: `hyper_groups` of the
+    hyperparameters, for the CPU path (optional; an optimizer passes it to save recomputing it every step).
+    Paths: Triton on CUDA (`dispatch.decide`), `multi_adamw_cpu` for fp32 CPU tensors whose members form at most
+    CPU_MAX_GROUPS hyperparameter groups, else `multi_adamw_ref` (fp64, many distinct learning rates, a CUDA policy
+    of torch) — the last two both recorded as "torch" in `kernels_ops`.
     """
     if dispatch.decide("multi_adamw", param.dtype in (torch.float32, torch.float16, torch.bfloat16),
                        param, grad, exp_avg, exp_avg_sq):
         multi_adamw_triton(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, max_norm,
                            active, step, lr_factor)
+    elif cpu_fused_fits(param, grad, exp_avg, exp_avg_sq) and len(
+            groups := groups or hyper_groups(lr, beta1, beta2, weight_decay)) <= CPU_MAX_GROUPS:
+        multi_adamw_cpu(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, max_norm,
+                        active, step, lr_factor, groups)
     else:
         multi_adamw_ref(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, max_norm,
                         active, step, lr_factor)
@@ -221,6 +246,70 @@ def multi_adamw_ref(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps: flo
     param.copy_(torch.where(act, p_new, param))                              # exact for inactive, even NaN/inf p
 
 
+# ---------------------------------------------------------------- the CPU path
+
+CPU_MAX_GROUPS = 8      # past ~10 groups (one fused call each, ~10 µs) the ~20 ops of the ref are cheaper
+
+
+def cpu_fused_fits(*tensors: torch.Tensor) -> bool:
+    """`multi_adamw_cpu` serves the call: fp32 CPU tensors (the optimizer's master weights) and a torch with the
+    fused CPU AdamW op."""
+    return (hasattr(torch, "_fused_adamw_") and all(t.device.type == "cpu" and t.dtype == torch.float32
+                                                    for t in tensors))
+
+
+def hyper_groups(*hyper: torch.Tensor) -> list[tuple[tuple, list[int]]]:
+    """[((lr, β1, β2, λ), [members]), ...]: the members sharing each hyperparameter tuple (host lists; an
+    optimizer computes this once, since its hyperparameters are fixed, and passes it as `groups`)."""
+    groups: dict[tuple, list[int]] = {}
+    for e, key in enumerate(zip(*(h.tolist() for h in hyper))):
+        groups.setdefault(key, []).append(e)
+    return list(groups.items())
+
+
+def active_runs(members: list[int], on: list[bool]) -> list[tuple[int, int]]:
+    """The active ones of `members` (increasing) as runs of consecutive rows [a, b)."""
+    runs: list[tuple[int, int]] = []
+    for e in members:
+        if on[e]:
+            if runs and runs[-1][1] == e:
+                runs[-1] = (runs[-1][0], e + 1)
+            else:
+                runs.append((e, e + 1))
+    return runs
+
+
+@torch.no_grad()
+def multi_adamw_cpu(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps: float, weight_decay, max_norm,
+                    active, step: int, lr_factor: float = 1.0, groups: list | None = None) -> None:
+    """The CPU training path (fp32): torch's fused CPU AdamW (`torch._fused_adamw_`, the op behind
+    `torch.optim.AdamW(fused=True)`: one vectorised pass over p, g, m, v per tensor) once per group of active
+    members sharing (lr, β1, β2, weight decay), on row slices [a, b) of the (E, P) buffers (a whole buffer when
+    every member is in one group and active); inactive rows are never read or written. Same math as the module
+    docstring: torch's decoupled decay p·(1 − η·s·λ) before the Adam step equals the − η·s·λ·p term here, bias
+    corrections in double. Per-member clipping scales a copy of the gradient first (one norm per row).
+    `groups`: `hyper_groups(lr, beta1, beta2, weight_decay)`, computed here when not given.
+    Cost at FTC sizes (E = 16, P = 321; benchmarks/bench_step.py): ~10 µs for one group against ~120 µs for the
+    ~20 ops of `multi_adamw_ref`; many distinct learning rates cost ~3 µs per group."""
+    E = param.shape[0]
+    if max_norm is not None:
+        norm = torch.linalg.vector_norm(grad, dim=1, keepdim=True)                       # (E, 1)
+        c = max_norm.to(grad.dtype).view(E, 1)
+        grad = grad * torch.where(c > 0, (c / (norm + CLIP_EPS)).clamp(max=1.0), 1.0)  # a copy: the caller's grad kept
+    on = active.tolist()
+    state_step = torch.tensor(float(step))
+    for (lr_e, b1, b2, wd), members in groups or hyper_groups(lr, beta1, beta2, weight_decay):
+        runs = active_runs(members, on)
+        if not runs:
+            continue
+        if runs == [(0, E)]:
+            bufs = [[param], [grad], [exp_avg], [exp_avg_sq]]
+        else:
+            bufs = [[x[a:b] for a, b in runs] for x in (param, grad, exp_avg, exp_avg_sq)]
+        torch._fused_adamw_(*bufs, [], [state_step] * len(runs), lr=lr_e * lr_factor, beta1=b1, beta2=b2,
+                            weight_decay=wd, eps=eps, amsgrad=False, maximize=False)
+
+
 # ---------------------------------------------------------------- ahead-of-time calls
 # label: (E, P). A small FTC pack (width 24: P = 10·24 + 1, one norm partial), a LoRA-teacher pack, and a large
 # pack (2²⁰ parameters per member: many partials).
@@ -233,11 +322,15 @@ def aot_calls() -> list:
     dtype reaches it."""
     from ftkernels.aot_calls import meta
 
-    def call(E, P, dtype, clip):
+    def call(E, P, dtype, clip, graphed=False):
         def run():
             vec = meta(E)
+            step = torch.empty((), dtype=torch.long, device="meta") if graphed else 7
             multi_adamw_triton(meta(E, P, dtype=dtype), meta(E, P, dtype=dtype), meta(E, P), meta(E, P), vec, vec,
-                               vec, 1e-8, vec, vec if clip else None, meta(E, dtype=torch.bool), 7)
+                               vec, 1e-8, vec, vec if clip else None, meta(E, dtype=torch.bool), step,
+                               meta() if graphed else 1.0)
         return run
     return [(f"{label} {str(dt)[6:]} clip={clip}", call(*shape, dt, clip)) for label, shape in AOT_SHAPES.items()
-            for dt in (torch.float32,) for clip in (True, False)]
+            for dt in (torch.float32,) for clip in (True, False)] + \
+        [(f"ftc pack graphed clip={clip}", call(*AOT_SHAPES["ftc pack"], torch.float32, clip, True))
+         for clip in (True, False)]

@@ -325,17 +325,22 @@ def packed_mlp_triton(x: torch.Tensor, Ws: list[torch.Tensor], bs: list[torch.Te
     return _PackedMLP.apply(x.contiguous(), *(w.contiguous() for w in Ws), *(b.contiguous() for b in bs), *ms)
 
 
+def triton_fits(x: torch.Tensor, Ws, bs) -> bool:
+    """The call is inside the kernels' limits: out <= OMAX, 2 or 3 layers, one fp32/fp16/bf16 dtype."""
+    return (Ws[-1].shape[2] <= OMAX and len(Ws) in (2, 3) and x.dtype in (torch.float32, torch.float16, torch.bfloat16)
+            and all(t.dtype == x.dtype for t in (*Ws, *bs)))
+
+
 def packed_mlp(x: torch.Tensor, Ws: list[torch.Tensor], bs: list[torch.Tensor],
                masks: list[torch.Tensor]) -> torch.Tensor:
     """g(x) for the pack: Triton kernels when `ftkernels.dispatch.decide` says so (out <= 64, 2 or 3 layers, one
-    fp32/fp16/bf16 dtype; under torch.autocast the inputs are cast to its dtype first), else `packed_mlp_ref`."""
+    fp32/fp16/bf16 dtype; under torch.autocast the inputs are cast to its dtype first), else `packed_mlp_torch`
+    (the reference's ops with a hand-written backward)."""
     x, *params = dispatch.autocast_inputs(x, *Ws, *bs)
     Ws, bs = params[:len(Ws)], params[len(Ws):]
-    fits = (Ws[-1].shape[2] <= OMAX and len(Ws) in (2, 3) and x.dtype in (torch.float32, torch.float16, torch.bfloat16)
-            and all(t.dtype == x.dtype for t in params))
-    if dispatch.decide("packed_mlp", fits, x, *Ws, *bs):
+    if dispatch.decide("packed_mlp", triton_fits(x, Ws, bs), x, *Ws, *bs):
         return packed_mlp_triton(x, Ws, bs, masks)
-    return packed_mlp_ref(x, Ws, bs, masks)
+    return packed_mlp_torch(x, Ws, bs, masks)
 
 
 def packed_mlp_ref(x: torch.Tensor, Ws: list[torch.Tensor], bs: list[torch.Tensor],
@@ -347,6 +352,98 @@ def packed_mlp_ref(x: torch.Tensor, Ws: list[torch.Tensor], bs: list[torch.Tenso
     for w, b, m in zip(Ws[:-1], bs[:-1], masks):
         h = torch.relu(torch.baddbmm(b.unsqueeze(1), h, w)) * m.reshape(E, 1, -1).to(h.dtype)  # (E, B, H_i)
     return torch.baddbmm(bs[-1].unsqueeze(1), h, Ws[-1])                                       # (E, B, out)
+
+
+def mlp_forward(x: torch.Tensor, Ws, bs, masks, residual: torch.Tensor | None = None):
+    """The reference's forward with what the backward needs: (y (E, B, out), [h_0 = x, h_1, .., h_{L-1}]).
+    masks (E, 1, H_i) in x's dtype; `residual` (E, B, out), if given, is added to y (inside the last baddbmm's
+    input: the additive adapter's f(x) + g(x) in one op). A layer with one output (FTC's g: R^d -> R) is a
+    broadcast multiply and a sum: CPU BLAS runs a batched GEMV/outer product (a GEMM with a dim of 1) 6–17x slower
+    than that at E = 16, B = 512, H = 128 (and its backward likewise, `mlp_backward`)."""
+    hs = [x]
+    for w, b, m in zip(Ws[:-1], bs[:-1], masks):
+        hs.append(torch.baddbmm(b.unsqueeze(1), hs[-1], w).clamp_min_(0).mul_(m))     # (E, B, H_i)
+    bias = bs[-1].unsqueeze(1) if residual is None else residual + bs[-1].unsqueeze(1)
+    if Ws[-1].shape[2] == 1:                     # out = 1: a broadcast product, not a batched GEMV (module note)
+        return (hs[-1] * Ws[-1].transpose(1, 2)).sum(-1, keepdim=True).add_(bias), hs
+    return torch.baddbmm(bias, hs[-1], Ws[-1]), hs                                   # (E, B, out)
+
+
+def mlp_backward(dy: torch.Tensor, hs: list[torch.Tensor], Ws, need_dx: bool):
+    """Reverse mode of `mlp_forward` by hand: per layer i (last first)
+
+        dW_i = h_iᵀ d_i,   db_i = Σ_B d_i,   d_{i-1} = relu'(h_i) ⊙ (d_i W_iᵀ)
+
+    (relu'(h) = [h > 0] = relu'(pre) ⊙ mask for 0/1 masks: a masked unit gets exactly zero gradient). Two bmm and
+    one sum per layer, one threshold_backward per hidden layer. -> (dx or None, [dW_i], [db_i])."""
+    L = len(Ws)
+    d = dy.to(hs[-1].dtype)                                                           # (E, B, fan_out_i)
+    dWs, dbs = [None] * L, [None] * L
+    for i in range(L - 1, -1, -1):
+        gemv = d.shape[2] == 1                   # fan_out 1: broadcast products, not GEMMs with a dim of 1
+        dWs[i] = (hs[i] * d).sum(1, keepdim=True).transpose(1, 2) if gemv else torch.bmm(hs[i].transpose(1, 2), d)
+        dbs[i] = d.sum(1)                                                             # (E, fan_out_i)
+        if i > 0 or need_dx:
+            d = d * Ws[i].transpose(1, 2) if gemv else torch.bmm(d, Ws[i].transpose(1, 2))   # (E, B, fan_in_i)
+            if i > 0:
+                d = torch.ops.aten.threshold_backward(d, hs[i], 0)
+    return (d if need_dx else None), dWs, dbs
+
+
+class _PackedMLPTorch(torch.autograd.Function):
+    """`packed_mlp_ref`'s forward with its backward written out (`mlp_forward`, `mlp_backward`): the torch path
+    (CPU, and CUDA under FTCORE_KERNELS=torch) — fewer ops than autograd's graph of baddbmm, relu, mask-multiply
+    and broadcast nodes, for the launch-bound packs of the FTC sweeps (benchmarks/bench_step.py)."""
+
+    @staticmethod
+    def forward(ctx, x, *params):
+        L = (len(params) + 1) // 3
+        Ws, bs, masks = params[:L], params[L:2 * L], params[2 * L:]
+        y, hs = mlp_forward(x, Ws, bs, masks)
+        ctx.save_for_backward(*hs, *Ws)
+        ctx.L = L
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        L = ctx.L
+        hs, Ws = ctx.saved_tensors[:L], ctx.saved_tensors[L:]
+        dx, dWs, dbs = mlp_backward(dy, list(hs), Ws, ctx.needs_input_grad[0])
+        return (dx, *dWs, *dbs, *([None] * (L - 1)))
+
+
+def _torch_masks(x: torch.Tensor, masks) -> list[torch.Tensor]:
+    E = x.shape[0]
+    return [m.reshape(E, 1, -1).to(x.dtype) for m in masks]                              # (E, 1, H_i)
+
+
+def packed_mlp_torch(x: torch.Tensor, Ws: list[torch.Tensor], bs: list[torch.Tensor],
+                     masks: list[torch.Tensor]) -> torch.Tensor:
+    """The torch path: `packed_mlp_ref`'s math and ops, backward by hand (`_PackedMLPTorch`); x (E, B, in) ->
+    (E, B, out). Masks (E, H) or (E, 1, H), cast to the input dtype."""
+    _check(x, Ws, bs, masks)
+    return _PackedMLPTorch.apply(x, *Ws, *bs, *_torch_masks(x, masks))
+
+
+@torch.no_grad()
+def packed_mlp_vjp(x: torch.Tensor, Ws: list[torch.Tensor], bs: list[torch.Tensor], masks: list[torch.Tensor],
+                   residual: torch.Tensor | None = None):
+    """Forward without autograd, for a caller that runs its own reverse mode (ftcore.fit's analytic step):
+    (y = residual + g(x) (E, B, out), vjp) where vjp(dy) -> ([dW_i], [db_i]) (no dx: x is data). None when the
+    Triton kernels would serve this call (CUDA: `packed_mlp` and autograd then), or under autocast. Recorded in
+    `kernels_ops` like a `packed_mlp` call."""
+    if torch.is_autocast_enabled(x.device.type) or any(t.requires_grad for t in (x, residual) if t is not None):
+        return None
+    if dispatch.decide("packed_mlp", triton_fits(x, Ws, bs), x, *Ws, *bs):
+        return None
+    _check(x, Ws, bs, masks)
+    y, hs = mlp_forward(x, Ws, bs, _torch_masks(x, masks), residual)
+
+    def vjp(dy: torch.Tensor):
+        with torch.no_grad():
+            _, dWs, dbs = mlp_backward(dy, hs, Ws, need_dx=False)
+        return dWs, dbs
+    return y, vjp
 
 
 # --------------------------------------------------------------------------------------------------- AOT

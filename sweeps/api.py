@@ -44,8 +44,8 @@ class SweepResult:
     """A sweep's records: `runs` and `curves` (pandas DataFrames of the Parquet records, read by `analysis.load`),
     `fits` (a DataFrame of the report's fits.json records: sweep, panel, group, x, y, exponent, ci_low, ci_high,
     n_points, theory, ...; no rows when the report fits nothing), `dir` (the path or URI), `report` (report.md when
-    the run wrote one here, else None) and `counts` (what `sweeps.run` counted: rounds, runs, wall_s, ...; None from
-    `load`)."""
+    the run wrote one here, else None) and `counts` (what `sweeps.run` counted: rounds (the waves handed out), runs,
+    wall_s, ...; None from `load`)."""
 
     def __init__(self, dir: str, runs, curves, fits, report: Path | None = None, counts: dict | None = None):
         self.dir, self.runs, self.curves, self.fits, self.report, self.counts = dir, runs, curves, fits, report, counts
@@ -237,7 +237,7 @@ def _summary(counts: dict, resume: bool, say) -> None:
     runs = counts["runs"]
     if resume:
         say(f"resumed: {counts['resumed']} runs were already recorded, {runs - counts['resumed']} ran now")
-    say(f"done: {runs} member runs in {counts['rounds']} round(s), {counts['wall_s']}s; "
+    say(f"done: {runs} member runs in {counts['rounds']} wave(s), {counts['wall_s']}s; "
         f"driver peak RSS {peak_rss_mib():.0f} MiB")
     if "full_grid_runs" in counts:
         say(f"capacity search: {runs} runs ({counts['probes']} probes) vs {counts['full_grid_runs']} "

@@ -78,14 +78,14 @@ def throttled(progress, where: dict, steps: int, every_s: float | None = None):
 
 def run_pack(pack: list[Probe], sweep_meta: dict, trial_id: str, device: str = "cpu",
              report=None, where: dict | None = None, dp=None, out_dir: str | None = None,
-             on_eval=None) -> tuple[list[dict], list[dict]]:
+             on_eval=None, cuda_graphs: str = "off") -> tuple[list[dict], list[dict]]:
     """Train one pack (data-parallel over `dp`'s ranks if given: ftcore.distributed); its runs rows (`where`:
     columns naming the worker, e.g. the Ray node id) and curves. Members with `train.save: final` get their
     checkpoint written under `out_dir` (when given) and named in their row's `checkpoint`. `on_eval`: fit's
-    evaluation hook (`eval_hook`)."""
+    evaluation hook (`eval_hook`); `cuda_graphs`: execution.cuda_graphs (ftcore/graphs.py)."""
     members = [p.member for p in pack]
     t0 = time.perf_counter()
-    results = ftcore.fit(members, report=report, device=device, dp=dp, on_eval=on_eval)
+    results = ftcore.fit(members, report=report, device=device, dp=dp, on_eval=on_eval, cuda_graphs=cuda_graphs)
     wall = time.perf_counter() - t0
     env = {"kernels_impl": impl_for(device), "kernels_ops": take_ops(), "device": device, "node": platform.node(),
            **(where or {}), **_versions()}
@@ -148,11 +148,13 @@ def eval_hook(pack: list[Probe], pruner: dict | None, live: list[LiveRun] | None
 
 def execute_trial(packs: list[list[dict]], out_dir: str, trial_id: str, sweep_meta: dict,
                   device: str = "cpu", budget_bytes: float | None = None, progress=None,
-                  where: dict | None = None, dp=None, pruner: dict | None = None) -> list[dict]:
+                  where: dict | None = None, dp=None, pruner: dict | None = None,
+                  cuda_graphs: str = "off") -> list[dict]:
     """Train a trial's packs one after another on `device`, each cut to fit `budget_bytes`; write the records.
     `progress(dict)`, if given, hears where a long pack is (throttled: `throttled`); `where` is added to
     every runs row. With `dp` (data parallel, ftcore.distributed) every rank trains every pack (the same cut:
-    same budget) and only rank 0 writes. `pruner`: the search's pruner payload (SearchConfig.pruner_payload)."""
+    same budget) and only rank 0 writes. `pruner`: the search's pruner payload (SearchConfig.pruner_payload).
+    `cuda_graphs`: execution.cuda_graphs, passed to fit."""
     runs, curves = [], []
     writer = dp is None or dp.rank == 0
     typed = [[Probe.from_payload(p) for p in pack] for pack in packs]      # the one parse on this side
@@ -164,7 +166,7 @@ def execute_trial(packs: list[list[dict]], out_dir: str, trial_id: str, sweep_me
         live = live_runs(join(out_dir, "tb"), pack, names) if writer else None
         try:
             r, c = run_pack(pack, sweep_meta, trial_id, device, report, where, dp, out_dir if writer else None,
-                            eval_hook(pack, pruner, live))
+                            eval_hook(pack, pruner, live), cuda_graphs)
         except BaseException:
             for run in live or ():
                 run.abort()                         # no session end: the trial's retry starts these runs anew

@@ -1,7 +1,8 @@
 """Progress for people: one live status line on a terminal, the plain lines everywhere else.
 
 `Progress` is a `progress=` callable for `sweeps.runner.run_sweep` (and for the CLI's own lines): it is fed the
-lines the driver already emits, and reads these (sweeps/runner.py `PackSearcher`):
+lines the driver already emits, and reads these (sweeps/runner.py `PackSearcher`; "round N" is the N-th wave of
+probes handed out, and with no round barrier several waves can be in flight at once):
 
     round 3: 12 runs (4 groups) in 2 trial(s), 2 pack(s) | 1m05s
     round 1: 4 of 12 runs already recorded                                  (resume)
@@ -22,9 +23,10 @@ The numbers. done: runs recorded (the runner's "total N runs"; resumed runs incl
 × the search's runs per grid point and seed (`expected_runs`): exact for a grid search; for capacity and Optuna
 searches an estimate (the capacity ladder's doubling-then-bisection bound, Optuna's n_trials), shown with "~" and
 raised to what is known once runs exceed it. rate: runs this driver recorded per minute (resumed runs left out),
-on a clock that starts at the first round, after Ray's start-up. ETA: (total - done) / rate. training: members
-of the current round not recorded yet, less those an in-trial report says have stopped (converged or diverged
-in a pack still running).
+on a clock that starts at the first wave, after Ray's start-up. ETA: (total - done) / rate. round: the latest
+wave. training: runs this driver handed out to trials (every wave's, resumed runs left out) minus the runs its
+finished trials recorded, less those an in-trial report says have stopped (converged or diverged in a pack still
+running), so it stays right with several waves in flight.
 """
 from __future__ import annotations
 
@@ -58,18 +60,18 @@ class Tally:
     done: int = 0
     resumed: int = 0
     not_ok: int = 0
-    round: int = 0
-    round_runs: int = 0                   # runs the current round runs (recorded ones left out)
-    round_done: int = 0
-    stopped: dict[str, int] = field(default_factory=dict)    # trial id -> stopped members of its current pack
+    round: int = 0                        # the latest wave
+    handed_out: int = 0                   # runs handed out to trials, every wave (recorded ones left out)
+    came_back: int = 0                    # runs the finished trials recorded
+    stopped: dict[str, int] = field(default_factory=dict)    # running trial id -> stopped members of its current pack
 
     def feed(self, line: str) -> bool:
         """Take one line in; True if it is a trial's own line (an in-trial report or a finished trial)."""
         if m := ROUND.match(line):
-            self.round, self.round_runs, self.round_done = int(m[1]), int(m[2]), 0
-            self.stopped.clear()
+            self.round = int(m[1])
+            self.handed_out += int(m[2])
         elif m := ALL_RECORDED.match(line):
-            self.round, self.round_runs, self.round_done = int(m[1]), 0, 0
+            self.round = int(m[1])
             self.resumed += int(m[2])
             self.done += int(m[2])
         elif m := SOME_RECORDED.match(line):
@@ -80,7 +82,7 @@ class Tally:
             return True
         elif m := TRIAL_DONE.match(line):
             self.stopped.pop(m[1], None)
-            self.round_done += int(m[2])
+            self.came_back += int(m[2])
             self.not_ok += int(m[2]) - int(m[3])
             self.done = int(m[4])
             return True
@@ -88,7 +90,8 @@ class Tally:
 
     @property
     def training(self) -> int:
-        return max(0, self.round_runs - self.round_done - sum(self.stopped.values()))
+        """Runs in the trials in flight (of any wave) still training."""
+        return max(0, self.handed_out - self.came_back - sum(self.stopped.values()))
 
 
 def duration(s: float) -> str:
@@ -153,7 +156,7 @@ class Progress:
         self.fold = (self.live and _terminal(self.out)) if fold is None else fold
         self.tally = Tally()
         self.t0 = clock()
-        self.t_search: float | None = None    # the first round's line: the rate's clock starts there
+        self.t_search: float | None = None    # the first wave's line: the rate's clock starts there
         self._drawn = False
         self._lock = threading.RLock()
         self._stop = threading.Event()

@@ -1,15 +1,25 @@
-"""Drive a sweep on Ray Tune: rounds from a search, packed into trials, run by reused Tune actors (or Ray Train
-workers with `execution.worker: train`).
+"""Drive a sweep on Ray Tune: waves of probes from a search, packed into trials, run by reused Tune actors (or Ray
+Train workers with `execution.worker: train`).
 
-`PackSearcher` is a Tune `Searcher` over *rounds*: `suggest` hands out the current round's trials and
-answers None (wait) until they have all completed, then asks the search for the next round, and
-FINISHED when there is none. One Tune experiment runs the whole sweep (actor reuse, one place for
-failure handling: a trial that still fails after `execution.max_failures` retries has its members
-recorded as `failed`).
+`PackSearcher` is a Tune `Searcher` with no round barrier: each trial's rows are recorded with the search as soon
+as it completes (a group whose probe is all in advances then, sweeps/search/base.py), and when a slot is free and
+no planned trial is queued, `suggest` asks the search for the probes that can run now (a *wave*) and plans them
+into as many trials as there are free slots. It answers None (Tune waits) when nothing can run now, and FINISHED
+when the search has nothing to hand out and nothing is parked, queued or running. One Tune experiment runs the
+whole sweep (actor reuse, one place for failure handling: a trial that still fails after `execution.max_failures`
+retries has its members recorded as `failed`).
 
-Resume (`ftsweep resume DIR`, `run_sweep(resume=True)`): the search starts again from round 1, and every
-probe whose run_id is already committed in DIR is replayed from its row instead of run, so a deterministic
-search (grid, capacity; Optuna with per-trial seeds) takes the decisions of the interrupted run again.
+Lanes. What a member computes depends (at float round-off, which gradient training amplifies) on the pack it
+trains in, so packs must not depend on timing. A *lane* is the groups whose members may share a pack (the pack
+key of a group's first probe, `MemberConfig.pack_key`): a lane's next probes are parked until none of its members
+is in a running trial, then packed together on their own, with a pack size that depends on the lane alone. Lanes
+advance independently (in the FTC sweep: adam and construction × depth 2 and 3), so no slot waits for another
+lane's slowest pack; the packs, hence the results, are the same whatever order trials complete in.
+
+Resume (`ftsweep resume DIR`, `run_sweep(resume=True)`): the search starts again from its first wave, and every
+probe whose run_id is already committed in DIR is replayed from its row instead of run (recorded at once, so the
+groups it completes advance in the same `suggest`), so a deterministic search (grid, capacity; Optuna with
+per-trial seeds) takes the decisions of the interrupted run again.
 """
 from __future__ import annotations
 
@@ -29,7 +39,7 @@ from ray.tune.search import Searcher
 from analysis.powerlaw import fit_powerlaw
 from sweeps.execute import failed_rows
 from sweeps.grid import group_label
-from sweeps.plan import plan_trials
+from sweeps.plan import plan_packs, spread_packs
 from sweeps.probe import Probe
 from sweeps.search.capacity import CapacitySearch
 from sweeps.search.kinds import make_search
@@ -54,12 +64,13 @@ class PackSearcher(Searcher):
         self.budget_bytes = budget_bytes
         self.recorded = recorded or {}        # resume: run_id -> its committed row (not run again)
         self.resumed = 0
-        self.mismatch = False                 # resume: round 1 matches none of the recorded runs
+        self.mismatch = False                 # resume: the first wave matches none of the recorded runs
         self.search = make_search(spec, out_dir)
         self.meta = sweep_meta(spec)
-        self.queue: list[list[list[Probe]]] = []          # trials, each a list of packs of probes
-        self.outstanding: dict[str, list[list[Probe]]] = {}
-        self.round_rows: list[dict] = []
+        self.queue: list[list[list[Probe]]] = []          # planned trials not handed to Tune yet, each packs of probes
+        self.outstanding: dict[str, list[list[Probe]]] = {}   # running trials: trial id -> its packs
+        self.parked: dict[tuple, list[Probe]] = {}        # lane -> probes handed out by the search, not planned yet
+        self.lanes: dict[str, tuple] = {}                 # group -> its lane (`_lane`)
         self.finished = False
         self.t0 = time.time()
         self.done_runs = 0
@@ -75,42 +86,86 @@ class PackSearcher(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         """See `save`."""
 
-    def _advance(self) -> None:
-        """Record the finished round and plan the next one. On resume a probe whose run_id is already
-        committed is not run: its recorded row joins the round (so the search replays the same decisions),
-        and a round made only of such probes is recorded at once."""
-        while True:
-            if self.search.round:
-                self.search.record(self.round_rows)
-                self.board.round_done(self.search, self.done_runs)
-            probes = self.search.next_round()
-            if probes is None:
-                self.finished = True
-                return
+    def _record(self, rows: list[dict]) -> None:
+        """Tell the search `rows`; the board's search scalars follow when a decision was taken."""
+        if self.search.record(rows):
+            self.board.round_done(self.search, self.done_runs)
+
+    def _refill(self) -> None:
+        """Plan what can run now into the free slots' trials (the queue is empty): ask the search for its ready
+        probes (`_collect`), then plan every lane with nothing in a trial (`_plan`). FINISHED when nothing is
+        left to run and nothing is running."""
+        free = self.n_slots - len(self.outstanding)
+        if free < 1:
+            return
+        self._collect()
+        if self.mismatch:
+            return
+        busy = {self._lane(p) for trial in self.outstanding.values() for pack in trial for p in pack}
+        ready = [lane for lane in self.parked if lane not in busy]
+        if ready:
+            self._plan(ready, free)
+        elif not self.outstanding:
+            self.finished = True
+            if self.search.waiting():          # a trial returned fewer rows than it had members
+                self.progress(f"{self.search.waiting()} probe(s) never got all their seeds' rows: left undecided")
+
+    def _collect(self) -> None:
+        """Park the probes the search can hand out now, by lane. On resume a probe whose run_id is already
+        committed is not run: its recorded row is recorded at once (so the search replays the same decisions),
+        and the search is asked again while that made more groups ready. `mismatch` when the first wave of a
+        search whose first wave never changes matches no recorded run (`ResumeMismatch`)."""
+        while (probes := self.search.next_round()) is not None:
             self.board.name(probes)        # every probe, recorded ones too: the same names on resume
-            todo = [p for p in probes if p.member.run_id() not in self.recorded]
+            for p in probes:               # every probe's lane, replayed ones too: auto pack sizes count all lanes
+                self._lane(p)
+            run = [p for p in probes if p.member.run_id() not in self.recorded]
             if (self.search.round == 1 and self.search.same_first_round and self.recorded
-                    and len(todo) == len(probes)):
+                    and len(run) == len(probes)):
                 self.mismatch = self.finished = True    # see `ResumeMismatch`
                 return
-            self.round_rows = [{**self.recorded[p.member.run_id()], **p.meta} for p in probes
-                               if p.member.run_id() in self.recorded]
-            self.resumed += len(self.round_rows)
-            self.done_runs += len(self.round_rows)
-            if todo:
-                break
-            self.progress(f"round {self.search.round}: all {len(probes)} runs already recorded | {self._elapsed()}")
-        if len(todo) < len(probes):
-            self.progress(f"round {self.search.round}: {len(probes) - len(todo)} of {len(probes)} runs already recorded")
-        probes = todo
+            for p in run:
+                self.parked.setdefault(self._lane(p), []).append(p)
+            replay = [{**self.recorded[p.member.run_id()], **p.meta} for p in probes
+                      if p.member.run_id() in self.recorded]
+            if not replay:
+                return
+            self.resumed += len(replay)
+            self.done_runs += len(replay)
+            if run:
+                self.progress(f"round {self.search.round}: {len(replay)} of {len(probes)} runs already recorded")
+            else:
+                self.progress(f"round {self.search.round}: all {len(probes)} runs already recorded | {self._elapsed()}")
+            self._record(replay)
+
+    def _lane(self, p: Probe) -> tuple:
+        """A probe's lane: the pack key of its group's first probe (groups whose members may share a pack)."""
+        return self.lanes.setdefault(p.meta["group"], p.member.pack_key())
+
+    def _plan(self, lanes: list[tuple], free: int) -> None:
+        """Pack each lane's parked probes of its lowest `round` (the groups' probe index: on resume a replayed
+        group's later probe waits for its lane-mates) on their own, with a pack size that depends on the lane
+        alone, so a member's pack never depends on timing; then spread the packs over `free` trials and say so
+        (sweeps/progress.py reads the line)."""
+        ex, probes, packs = self.spec.execution, [], []
+        slots_per_lane = max(1, self.n_slots // max(len(set(self.lanes.values())), 1))
+        for lane in lanes:
+            parked = self.parked.pop(lane)
+            low = min(p.meta.get("round", 0) for p in parked)
+            batch = [p for p in parked if p.meta.get("round", 0) == low]
+            if len(batch) < len(parked):
+                self.parked[lane] = [p for p in parked if p.meta.get("round", 0) != low]
+            size = ex.pack_size or auto_pack_size(len(batch), slots_per_lane)
+            packs += [[len(probes) + i for i in pack]
+                      for pack in plan_packs([p.member for p in batch], ex.max_waste, size, ex.pack_overhead)]
+            probes += batch
         members = [p.member for p in probes]
-        ex = self.spec.execution
-        trials = plan_trials(members, self.n_slots, ex.pack_size or auto_pack_size(len(members), self.n_slots),
-                             ex.max_waste, ex.pack_overhead)
+        cap = ex.pack_size or max(auto_pack_size(len(members), free), max(map(len, packs)))
+        trials = spread_packs(packs, members, free, cap)
         self.queue = [[[probes[i] for i in pack] for pack in trial] for trial in trials]
         groups = len({p.meta["group"] for p in probes})
         self.progress(f"round {self.search.round}: {len(probes)} runs ({groups} groups) in {len(trials)} trial(s), "
-                      f"{sum(len(t) for t in trials)} pack(s) | {self._elapsed()}")
+                      f"{len(packs)} pack(s) | {self._elapsed()}")
 
     def _elapsed(self) -> str:
         s = int(time.time() - self.t0)
@@ -119,8 +174,8 @@ class PackSearcher(Searcher):
     def suggest(self, trial_id):
         if self.finished:
             return Searcher.FINISHED
-        if not self.queue and not self.outstanding:
-            self._advance()
+        if not self.queue:
+            self._refill()
             if self.finished:
                 return Searcher.FINISHED
         if not self.queue:
@@ -133,6 +188,7 @@ class PackSearcher(Searcher):
                 "storage": join(self.out, "ray"), "cpus": ex.cpus_per_trial,
                 "threads": ex.cpus_per_trial, "gpus": ex.gpus_per_trial, "workers": ex.workers_per_trial,
                 "memory_fraction": ex.memory_fraction, "pruner": self.spec.search.pruner_payload(),
+                "cuda_graphs": ex.cuda_graphs,
                 "budget_bytes": self.budget_bytes, "sweep_meta": self.meta}
 
     def on_trial_result(self, trial_id, result):
@@ -142,6 +198,8 @@ class PackSearcher(Searcher):
                           f"{result['steps']}, {result['active']}/{result['of']} members training | {self._elapsed()}")
 
     def on_trial_complete(self, trial_id, result=None, error=False):
+        """Record the trial's rows with the search at once (its groups may advance while other trials run); a
+        trial that failed after its retries gives `failed` rows, failures to the search."""
         packs = self.outstanding.pop(trial_id, None)
         if packs is None:
             return
@@ -150,23 +208,24 @@ class PackSearcher(Searcher):
             ResultSink(self.out).write_trial(trial_id, rows, [], failed=True)     # part <trial>.<driver>-failed
         else:
             rows = json.loads(result["rows"])
-        self.round_rows += rows
         self.done_runs += len(rows)
         ok = sum(r.get("status") == "ok" for r in rows)
         self.ok_runs += ok
         self.board.trial_done(rows, self.done_runs, self.ok_runs, self.search.round)
         self.progress(f"  trial {trial_id}: {len(rows)} runs ({ok} ok) | total {self.done_runs} runs | {self._elapsed()}")
+        self._record(rows)
 
 
 class SweepBoard:
     """The driver's TensorBoard side (sweeps.tensorboard): run names (`RunNames`, handed to the workers in each
     member's payload), the sweep's HParams experiment config at DIR/tb (its hparam domains from the axes and the
     search; its metrics the search's, completed from the first rows) and sweep-level scalars at DIR/tb/sweep,
-    stepped by runs done: `sweep/runs_done`, `sweep/runs_ok`, `sweep/round` after each trial; after each round of
-    a capacity search `search/thresholds_found`, `search/groups_censored`, `search/groups_open`,
-    `threshold/<group>` per group found, and `search/exponent[/<curve>]`: the power-law slope of the found
-    thresholds against `report.x` (analysis.powerlaw.fit_powerlaw; censored groups left out), once a curve has
-    3 of them. A failing write is said once and stops the board, never the sweep."""
+    stepped by runs done: `sweep/runs_done`, `sweep/runs_ok`, `sweep/round` (waves handed out so far) after each
+    trial; after each record that completed a probe of a capacity search `search/thresholds_found`,
+    `search/groups_censored`, `search/groups_open`, `threshold/<group>` per group found, and
+    `search/exponent[/<curve>]`: the power-law slope of the found thresholds against `report.x`
+    (analysis.powerlaw.fit_powerlaw; censored groups left out), once a curve has 3 of them. A failing write is
+    said once and stops the board, never the sweep."""
 
     def __init__(self, spec: SweepSpec, out: str, progress):
         self.spec, self.progress = spec, progress
@@ -248,7 +307,7 @@ def search_metrics(search) -> list[str]:
 
 
 def capacity_scalars(cap: CapacitySearch, spec: SweepSpec) -> dict[str, float]:
-    """After a capacity round: groups found / censored / open, each found threshold, and the exponent per curve
+    """After a capacity probe is recorded: groups found / censored / open, each found threshold, and the exponent per curve
     (groups sharing every axis but `report.x`) with >= 3 found thresholds."""
     found = {g: cap.threshold(g) for g, s in cap.state.items() if s.next is None and s.ok is not None}
     censored = sum(s.next is None and s.ok is None for s in cap.state.values())
@@ -270,10 +329,11 @@ def capacity_scalars(cap: CapacitySearch, spec: SweepSpec) -> dict[str, float]:
 
 
 class ResumeMismatch(SpecError):
-    """Resume found runs recorded in DIR, but none of them is a run of the first round that this code builds
-    from DIR/spec.yaml. A grid or capacity search runs its rounds in order and its round 1 is always the same,
-    so an interrupted sweep with any recorded run has recorded some of round 1: its run_ids (hashes of the
-    resolved configs) are not this code's (not checked for Optuna, whose resumed first round is a later one).
+    """Resume found runs recorded in DIR, but none of them is a run of the first wave that this code builds
+    from DIR/spec.yaml. A grid or capacity search hands a group its next probe only once its previous one is
+    recorded, and its first wave (every group's first probe) is always the same, so an interrupted sweep with any
+    recorded run has recorded some of wave 1: its run_ids (hashes of the resolved configs) are not this code's
+    (not checked for Optuna, whose resumed first wave is a later batch).
     That happens when the config schema changed since the sweep started (a new field changes every run_id);
     resuming would run the whole sweep again beside the old runs."""
 
@@ -373,7 +433,8 @@ def slots(ex, resources: dict) -> int:
 
 
 def auto_pack_size(n_members: int, n_slots: int) -> int:
-    """`execution.pack_size: 0`: spread a round evenly over the slots (every core busy, fewest trials).
+    """`execution.pack_size: 0`: spread `n_members` evenly over `n_slots` (every core busy, fewest trials). The
+    runner sizes a lane's packs with its share of the slots (n_slots // lanes, at least 1: `PackSearcher._plan`).
     Memory is the worker's concern: it cuts a pack that would not fit its share (`split_for_memory`)."""
     return max(1, math.ceil(n_members / max(n_slots, 1)))
 

@@ -28,6 +28,7 @@ class ExecutionSpec:
     workers_per_trial: int = 1    # worker: train only: Ray Train workers per trial, each its rows of every batch (data parallel)
     memory_fraction: float = 0.5  # share of a node's memory (GPU memory when on GPU) the packs of all slots may use
     max_failures: int = 2         # Tune retries of a failed trial
+    cuda_graphs: str = "off"      # auto: capture an eligible pack's step in a CUDA graph on a GPU (ftcore/graphs.py)
 
 
 @dataclass

@@ -7,6 +7,7 @@ import math
 import re
 from typing import TYPE_CHECKING
 
+from ftcore.graphs import CHOICES as GRAPH_CHOICES
 from ftcore.registry import TASKS
 from sweeps.errors import SpecError, fail  # noqa: F401  (SpecError: part of this module's API)
 from sweeps.schema import SECTIONS
@@ -40,6 +41,8 @@ def check_execution(ex: ExecutionSpec) -> None:
               f"(NCCL refuses two ranks on one GPU) (got {ex.gpus_per_trial})")
     if not 0 < ex.memory_fraction <= 1:
         fail(f"execution.memory_fraction: must be in (0, 1] (got {ex.memory_fraction})")
+    if ex.cuda_graphs not in GRAPH_CHOICES:
+        fail(f"execution.cuda_graphs: one of {', '.join(GRAPH_CHOICES)} (got {ex.cuda_graphs!r})")
     if ex.pack_overhead < 0:
         fail(f"execution.pack_overhead: must be >= 0 (got {ex.pack_overhead})")
     if ex.max_waste < 1:

@@ -94,7 +94,7 @@ def _safe(component: str) -> str:
 class RunNames:
     """The driver's run names, unique per run_id: the first run_id to claim a visible name gets it, a later one
     with the same visible values gets ``<name>,run_id=<first 8 hex>`` (its full run_id if even that is taken).
-    Deterministic for a search that proposes its probes in the same order (resume replays round 1 on)."""
+    Deterministic for a search that proposes its probes in the same order (resume replays wave 1 on)."""
 
     def __init__(self):
         self.by_id: dict[str, str] = {}

@@ -48,7 +48,8 @@ def _train_packs(config: dict, trial_id: str, progress=None, dp=None) -> dict:
     where = {"ray_node_id": ray.get_runtime_context().get_node_id()}
     inject("start", config["packs"], trial_id)            # FTCORE_FAULT (tests only): sweeps/faults.py
     rows = execute_trial(config["packs"], config["out"], trial_id, config["sweep_meta"], device=device,
-                         budget_bytes=budget, progress=progress, where=where, dp=dp, pruner=config.get("pruner"))
+                         budget_bytes=budget, progress=progress, where=where, dp=dp, pruner=config.get("pruner"),
+                         cuda_graphs=config.get("cuda_graphs", "off"))
     inject("committed", config["packs"], trial_id)        # the rows are on disk, not yet reported
     return {"rows": json.dumps(rows, default=str), "n_runs": len(rows)}
 

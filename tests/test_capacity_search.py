@@ -8,7 +8,7 @@ from sweeps.search.capacity import CapacitySearch, make_ladder
 
 
 def run_oracle(search: CapacitySearch, succeed, n_seeds: int = 3) -> int:
-    """succeed(group, value, seed) -> bool. Returns the number of rounds."""
+    """succeed(group, value, seed) -> bool; every pending group recorded in turn. Returns the number of passes."""
     rounds = 0
     while not search.done:
         rounds += 1
@@ -74,3 +74,20 @@ def test_search_and_analysis_apply_the_same_quorum_rule():
         for k in range(n + 1):
             for q in (0.33, 0.34, 0.5, 0.6, 0.66, 0.67, 0.7, 0.8, 1.0):
                 assert quorum_met(k, n, q) == bool(passes(k / n, q)), (k, n, q)
+
+
+def test_capacity_search_records_groups_in_any_order():
+    """The ladder walk itself: groups recorded in any interleaving give the same walks (each group's state is
+    its own)."""
+    ladder = make_ladder(1, 64)
+    walks = []
+    for seed in range(3):
+        cap, rng = CapacitySearch(["a", "b", "c"], ladder, 0.5), random.Random(seed)
+        truth = {"a": 5, "b": 33, "c": 64}
+        while not cap.done:
+            g = rng.choice(sorted(cap.pending()))
+            v = cap.pending()[g]
+            cap.record(g, v, [v >= truth[g]] * 2)
+        walks.append({g: st.probes for g, st in cap.state.items()})
+        assert {g: cap.threshold(g) for g in truth} == truth
+    assert walks[0] == walks[1] == walks[2]

@@ -3,7 +3,7 @@
 * worker death: kill -9 the process training a trial mid-pack; Tune retries the trial and the sweep ends
   with exactly the spec's run_ids, all ok;
 * driver death, chaos: kill -9 the driver (`ftsweep run`, then each `ftsweep resume`) at K seeded random points of
-  a capacity search (its rounds depend on results), resuming after each: recorded runs are never run again nor
+  a capacity search (its waves depend on results), resuming after each: recorded runs are never run again nor
   their parts touched, and the last resume ends with exactly an undisturbed run's run_ids and thresholds;
 * SIGTERM after some runs were committed: exit 130, those runs kept, resume finishes.
 
@@ -50,7 +50,7 @@ axes:
   task.n: [3, 12]
   adapter.depth: [2, 3]
 seeds: 2
-search: {kind: capacity, param: adapter.width, ladder: [2, 4, 8, 16], quorum: 0.5}
+search: {kind: capacity, param: adapter.width, ladder: [2, 3, 4, 5, 6, 8, 12, 16, 24, 32], quorum: 0.5}
 report: {kind: capacity, x: task.n, curve_by: [adapter.depth]}
 """
 
@@ -110,15 +110,16 @@ def thresholds(out: Path):
     return table.sort_values(["adapter.depth", "x"]).reset_index(drop=True)
 
 
-CHAOS_KILLS, CHAOS_SEED = 3, 2      # seed 2: kills mid-trial before any commit, after a commit, between rounds
-EVENT = r"round \d+: \d+ runs \(|trial \S+: \d+ runs"        # a round with work starts, a trial commits
+CHAOS_KILLS, CHAOS_SEED = 2, 2      # seed 2: kills after the first wave started, and after a commit
+EVENT = r"round \d+: \d+ runs \(|trial \S+: \d+ runs"        # a wave with work starts, a trial commits
 
 
 def kill_at_random_point(proc, rng: random.Random) -> str:
-    """Kill the driver after the m-th event (m uniform in 1..3) from the first round that has work, plus a delay
-    uniform in [0, 0.5) s: before a round's trials start, mid-trial, right after a commit, between rounds.
-    Each point lies within one round (a round commits at most two trials here), so with K=3 the capacity
-    search's 4 rounds are never all done: the driver is asserted alive when it is killed."""
+    """Kill the driver after the m-th event (m uniform in 1..3) from the first wave that has work, plus a delay
+    uniform in [0, 0.5) s: before a wave's trials start, mid-trial, right after a commit, between waves.
+    There is no round barrier (each lane — here depth 2 and depth 3 — advances on its own), so a driver gets
+    through a few waves before its kill; a 10-value ladder gives each group ~5 probes (~10 waves in all), more
+    than K=2 drivers finish: the driver is asserted alive when it is killed, and work is left for the last resume."""
     m, delay = rng.randint(1, 3), rng.uniform(0, 0.5)
     lines = read_until(proc, r"round \d+: \d+ runs \(")
     for _ in range(m - 1):

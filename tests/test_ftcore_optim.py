@@ -157,9 +157,9 @@ def test_clipping_off_skips_the_norm_without_changing_a_bit(monkeypatch, optimiz
     seen = []
     real = ftcore.optim.multi_adamw_
 
-    def spy(*args):
+    def spy(*args, **kw):
         seen.append(args[9])                                                     # max_norm
-        return real(*args)
+        return real(*args, **kw)
     monkeypatch.setattr(ftcore.optim, "multi_adamw_", spy)
     init, loss_e = problem(3)
 

@@ -7,6 +7,9 @@ which copy their metrics to the host anyway. CPU tensors never sync, so `torch.c
 check this here; instead every Python-level tensor -> host conversion is counted while a real `fit` runs, split
 into the evaluation phase (from `task.evaluate` to the next batch) and the training phase (from `task.batch` to
 the next evaluation; `train.batch_selection`'s batcher likewise): the training phase must make none.
+The one CPU-only piece of a step, `ftkernels.multi_adamw.multi_adamw_cpu` (torch's fused CPU AdamW per group of
+active members: it reads `active` on the host, which on a CPU waits for nothing), is switched off here, so the step
+runs the ops a GPU step runs (the reference update: `multi_adamw_ref`, what FTCORE_KERNELS=torch takes on CUDA).
 """
 import contextlib
 import importlib
@@ -16,6 +19,7 @@ import pytest
 import torch
 
 import ftcore
+import ftkernels.multi_adamw as multi_adamw
 
 fit_module = importlib.import_module("ftcore.fit")      # (ftcore.fit is the function)
 
@@ -71,6 +75,7 @@ def counting_host_reads(monkeypatch):
 
     monkeypatch.setattr(fit_module, "build_pack", build_pack)
     monkeypatch.setattr(fit_module, "make_batcher", make_batcher)
+    monkeypatch.setattr(multi_adamw, "cpu_fused_fits", lambda *tensors: False)   # the GPU's ops (module docstring)
     for name in HOST_READS:
         monkeypatch.setattr(torch.Tensor, name, counted(name))
     yield counts, train_steps

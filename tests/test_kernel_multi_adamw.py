@@ -5,8 +5,9 @@ which path the public entry takes (recorded by ftkernels.dispatch)."""
 import pytest
 import torch
 
+import ftkernels.multi_adamw as MA
 from ftkernels import dispatch
-from ftkernels.multi_adamw import multi_adamw_, multi_adamw_ref, multi_adamw_triton
+from ftkernels.multi_adamw import hyper_groups, multi_adamw_, multi_adamw_cpu, multi_adamw_ref, multi_adamw_triton
 
 EPS = 1e-8
 DTYPES = [torch.float32, torch.float16] + ([torch.bfloat16] if torch.cuda.is_available() else [])  # bf16: GPU only
@@ -207,3 +208,72 @@ def test_public_entry_takes_and_records_the_policy(impl, kernel_device, monkeypa
                      torch.ones(3, dtype=torch.bool, device=kernel_device), 1)
         assert dispatch.ops_ran() == {"multi_adamw": want}, dtype
         torch.testing.assert_close(p.cpu().double(), p64, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["per-member", "shared"])
+@pytest.mark.parametrize("E,P", [(1, 1), (5, 7), (6, 1031)])
+def test_cpu_path_matches_f64_ref(E, P, shared):
+    """multi_adamw_cpu (torch's fused CPU AdamW per hyperparameter group, on runs of active rows) vs the float64
+    ref over several steps: members sitting out with poisoned gradients stay bit-exact, per-member clipping on odd
+    steps, `groups` given or computed; `shared`: every member the same hyperparameters (one group: the whole buffer
+    in one call when every member is active, as at step 2)."""
+    gen = torch.Generator().manual_seed(10 * E + P)
+    h = hypers(E)
+    if shared:
+        h = {k: v[:1].expand(E).clone() for k, v in h.items()}
+    groups = hyper_groups(h["lr"], h["beta1"], h["beta2"], h["weight_decay"])
+    assert len(groups) == (1 if shared else min(E, 5))
+    state = new_state(E, P, torch.float32, gen)
+    for t, lr_factor in enumerate(LR_FACTORS, start=1):
+        active = torch.ones(E, dtype=torch.bool) if t == 2 else active_at(E, t)
+        max_norm = h["max_norm"] if t % 2 else None
+        state[1] = 3 * torch.randn(E, P, generator=gen)
+        poison(state[1], active)
+        before = [x.clone() for x in (state[0], state[2], state[3])]
+        p64, m64, v64 = run_ref64(state, h, active, t, lr_factor, max_norm)
+        multi_adamw_cpu(*state, h["lr"], h["beta1"], h["beta2"], EPS, h["weight_decay"], max_norm, active, t,
+                        lr_factor, groups=groups if t % 2 else None)
+        p, m, v = state[0], state[2], state[3]
+        for new, old in zip((p, m, v), before):
+            assert torch.equal(new[~active], old[~active])
+        assert_rows_close(m[active], m64[active], 2e-5)
+        assert_rows_close(v[active], v64[active], 2e-5)
+        torch.testing.assert_close(p[active].double(), p64[active], rtol=1e-6, atol=1e-6)
+
+
+def test_public_entry_on_cpu_takes_the_fused_path_for_few_groups(monkeypatch):
+    """fp32 CPU tensors take multi_adamw_cpu while the members form at most CPU_MAX_GROUPS hyperparameter groups,
+    the ref past that (one fused call per group would cost more than the ref's ops) and for fp64."""
+    monkeypatch.setenv("FTCORE_KERNELS", "torch")
+    took = []
+    for name in ("multi_adamw_cpu", "multi_adamw_ref"):
+        real = getattr(MA, name)
+        monkeypatch.setattr(MA, name, lambda *a, _real=real, _name=name, **k: (took.append(_name), _real(*a, **k)))
+    E = MA.CPU_MAX_GROUPS + 1
+    for lrs, dtype, want in (([1e-2] * E, torch.float32, "multi_adamw_cpu"),
+                             ([1e-3 * (e + 1) for e in range(E)], torch.float32, "multi_adamw_ref"),
+                             ([1e-2] * E, torch.float64, "multi_adamw_ref")):
+        p = torch.randn(E, 4, dtype=dtype)
+        vec = torch.ones(E, dtype=dtype)
+        multi_adamw_(p, torch.randn(E, 4, dtype=dtype), torch.zeros(E, 4, dtype=dtype), torch.zeros(E, 4, dtype=dtype),
+                     torch.tensor(lrs, dtype=dtype), 0.9 * vec, 0.99 * vec, EPS, 0 * vec, None,
+                     torch.ones(E, dtype=torch.bool), 1)
+        assert took.pop() == want and not took
+
+
+def test_triton_reads_step_and_lr_factor_from_the_device(kernel_device):
+    """A 0-dim step tensor (and lr_factor tensor) on the device — what a captured CUDA graph replays with — gives
+    the same update, bit for bit, as the host scalars, with and without clipping, over steps with many bits set."""
+    gen = torch.Generator().manual_seed(8)
+    h = {k: x.to(kernel_device) for k, x in hypers(5).items()}
+    for clip in (None, h["max_norm"]):
+        a = [x.to(kernel_device) for x in new_state(5, 1031, torch.float32, gen)]
+        a[1] = torch.randn(5, 1031, generator=gen).to(kernel_device)
+        b = [x.clone() for x in a]
+        for t, f in ((1, 1.0), (2, 0.5), (37, 0.25), (123457, 0.1)):
+            active = active_at(5, t).to(kernel_device)
+            multi_adamw_triton(*a, h["lr"], h["beta1"], h["beta2"], EPS, h["weight_decay"], clip, active, t, f)
+            multi_adamw_triton(*b, h["lr"], h["beta1"], h["beta2"], EPS, h["weight_decay"], clip, active,
+                               torch.tensor(t, device=kernel_device), torch.tensor(f, device=kernel_device))
+            for i in (0, 2, 3):
+                assert torch.equal(a[i], b[i]), (t, i)

@@ -1,6 +1,7 @@
 """packed_mlp: Triton kernels (on the GPU when there is one, else the interpreter on CPU: `kernel_device`) vs a
 float64 evaluation of packed_mlp_ref on CPU, outputs and all grads, odd sizes; masked units exact; the ref vs a
-naive per-member nn.Linear loop; which path the public entry takes (recorded by ftkernels.dispatch)."""
+naive per-member nn.Linear loop; the torch path (hand-written backward) vs autograd through the ref; which path the
+public entry takes (recorded by ftkernels.dispatch)."""
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from ftkernels.packed_mlp import (
     OMAX,
     packed_mlp,
     packed_mlp_ref,
+    packed_mlp_torch,
     packed_mlp_triton,
 )
 
@@ -174,3 +176,27 @@ def test_output_wider_than_64_takes_the_ref_under_forced_triton(kernel_device, m
     dispatch.reset_ops()
     torch.testing.assert_close(packed_mlp(x, Ws, bs, masks), packed_mlp_ref(x, Ws, bs, masks))
     assert dispatch.ops_ran() == {"packed_mlp": "torch"}
+
+
+@pytest.mark.parametrize("layout", ["EH", "E1H"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_torch_path_matches_autograd_through_the_ref(case, layout):
+    """packed_mlp_torch (the CPU path: the ref's ops, backward written by hand) vs autograd through packed_mlp_ref:
+    output and every gradient (dx with and without) in float64 to rounding, and in fp32; masks as (E, H) or as the
+    adapter stores them (E, 1, H); masked units get exactly zero gradient."""
+    E, B, d_in, hidden, d_out, widths = CASES[case]
+    x, Ws, bs, masks = make_pack(E, B, d_in, hidden, d_out, widths)
+    masks = masks if layout == "EH" else [m.unsqueeze(1) for m in masks]
+    dy = torch.randn(E, B, d_out, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    for x_grad in (True, False):
+        for dt, tol in ((torch.float64, 1e-12), (torch.float32, 2e-5)):
+            args = x.to(dt), [w.to(dt) for w in Ws], [b.to(dt) for b in bs], [m.to(dt) for m in masks], dy.to(dt)
+            y, g = grads(packed_mlp_torch, *args, x_grad)
+            y_ref, g_ref = grads(packed_mlp_ref, *args, x_grad)
+            for a, b in zip((y, *g), (y_ref, *g_ref)):
+                assert a.dtype == dt and a.shape == b.shape
+                torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+        dWs, dbs = g[-2 * len(Ws):-len(Ws)], g[-len(Ws):]
+        for i, wid in enumerate(widths):
+            for e, n in enumerate(wid):
+                assert (dWs[i][e, :, n:] == 0).all() and (dbs[i][e, n:] == 0).all() and (dWs[i + 1][e, n:] == 0).all()

@@ -35,7 +35,7 @@ def test_sweep_of_2000_member_runs(tmp_path):
     r = subprocess.run([sys.executable, "-m", "sweeps.cli", "run", str(SPEC), *OVERRIDES, "--out", str(out)],
                        check=False, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    done = re.search(r"done: (\d+) member runs in (\d+) round\(s\), [\d.]+s; driver peak RSS \d+ MiB", r.stdout)
+    done = re.search(r"done: (\d+) member runs in (\d+) wave\(s\), [\d.]+s; driver peak RSS \d+ MiB", r.stdout)
     assert done and int(done.group(1)) == N_RUNS, r.stdout[-3000:]
 
     parts = sorted((out / "runs").glob("part-*.parquet"))

@@ -33,7 +33,7 @@ def test_durations():
 
 
 def test_status_line_numbers():
-    t = Tally(done=18, round=3, round_runs=12, round_done=6, stopped={"a": 2})
+    t = Tally(done=18, round=3, handed_out=30, came_back=24, stopped={"a": 2})
     assert status_line(t, 96, False, 240) == "runs 18/96 (18%) | 4.5 runs/min | ETA 17m20s | round 3: 4 training | 4m00s"
     assert status_line(t, 96, True, 240) == \
         "runs 18/~96 (~18%) | 4.5 runs/min | ETA ~17m20s | round 3: 4 training | 4m00s"
@@ -51,6 +51,24 @@ def test_resumed_runs_count_as_done_not_in_the_rate_and_an_estimate_grows():
     assert (t.done, t.resumed, t.not_ok, t.training) == (18, 15, 1, 0)
     assert status_line(t, 12, True, 60) == "runs 18/~18 (~100%) | 3.0 runs/min | ETA ~0s | round 2: 0 training | " \
                                            "1 not ok | 1m00s"
+
+
+def test_training_stays_right_with_overlapping_waves():
+    """No round barrier: wave 2 is handed out while wave 1's other trial still runs; training counts the runs of
+    every trial in flight, whichever wave, and a stopped-member report of a running trial survives a new wave."""
+    t = Tally()
+    t.feed("round 1: 8 runs (4 groups) in 2 trial(s), 2 pack(s) | 0m00s")
+    t.feed("  trial a: pack 1/1 at step 10/20, 3/4 members training | 0m02s")
+    t.feed("  trial b: pack 1/1 at step 10/20, 2/4 members training | 0m02s")
+    assert t.training == 8 - 1 - 2
+    t.feed("  trial a: 4 runs (4 ok) | total 4 runs | 0m03s")
+    t.feed("round 2: 4 runs (2 groups) in 1 trial(s), 1 pack(s) | 0m03s")     # a's groups go on; b still runs
+    assert (t.round, t.training) == (2, 4 - 2 + 4)
+    t.feed("  trial c: 4 runs (3 ok) | total 8 runs | 0m05s")                 # wave 2 done before wave 1
+    assert t.training == 4 - 2
+    t.feed("  trial b: 4 runs (4 ok) | total 12 runs | 0m09s")
+    assert (t.training, t.done, t.not_ok) == (0, 12, 1)
+    assert status_line(t, None, False, 60).endswith("| round 2: 0 training | 1 not ok | 1m00s")
 
 
 def searcher_lines(tmp_path: Path, progress) -> list[str]:

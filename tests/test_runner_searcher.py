@@ -1,6 +1,8 @@
-"""PackSearcher, the Tune Searcher over rounds, driven by hand (no Ray runtime): rounds are handed out as
-trials, Tune is told to wait while a round is in flight, a trial that failed after its retries is recorded
-as `failed` runs (written to the sink) and counts as failure for the search, and the sweep finishes."""
+"""PackSearcher, the Tune Searcher over waves, driven by hand (no Ray runtime): waves are handed out as trials,
+Tune is told to wait while nothing can run (every group in flight, or every slot busy), a trial that failed
+after its retries is recorded as `failed` runs (written to the sink) and counts as failure for the search, and
+the sweep finishes. The barrier-free behaviour itself (a group advancing while another's trial runs) is
+tests/test_no_barrier.py."""
 import json
 
 import pyarrow.parquet as pq
@@ -21,7 +23,7 @@ def tiny_capacity_spec() -> SweepSpec:
     return spec
 
 
-def test_rounds_waiting_and_failed_trials(tmp_path):
+def test_waves_waiting_and_failed_trials(tmp_path):
     lines = []
     s = PackSearcher(tiny_capacity_spec(), tmp_path, n_slots=2, progress=lines.append)
     n, finished, first = 0, False, True
@@ -47,6 +49,7 @@ def test_rounds_waiting_and_failed_trials(tmp_path):
     failed = pq.read_table(*(tmp_path / "runs").glob("part-t0.*-failed.parquet")).to_pandas()   # <trial>.<driver>
     assert len(failed) > 0 and set(failed["status"]) == {"failed"}
     assert s.search.counts()["rounds"] >= 2 and any(line.startswith("round 1:") for line in lines)
+    assert not s.outstanding and not s.queue and s.search.waiting() == 0
     # the failed probes were failures to the search: those groups recorded 0 successes and moved on
     for g in set(failed["group"]):
         value, n_success, _ = s.search.search.state[g].probes[0]
@@ -54,7 +57,7 @@ def test_rounds_waiting_and_failed_trials(tmp_path):
 
 
 def first_round(s: PackSearcher) -> list[dict]:
-    """Every payload of the round Tune is handed first (the searcher asked until it says wait)."""
+    """Every payload of the wave Tune is handed first (the searcher asked until it says wait)."""
     payloads, n = [], 0
     while isinstance(cfg := s.suggest(f"t{n}"), dict):
         payloads += [p for pack in cfg["packs"] for p in pack]
@@ -72,7 +75,7 @@ def test_resume_with_runs_this_spec_does_not_build_is_a_mismatch(tmp_path):
     stranger = {"run_id": "0" * 16, "status": "ok", "fit/success": 1.0}
     s = PackSearcher(spec, tmp_path, n_slots=2, progress=print, recorded={stranger["run_id"]: stranger})
     assert s.suggest("t0") == Searcher.FINISHED and s.mismatch
-    # one genuine run of round 1 recorded: no mismatch, the rest of the round is handed out
+    # one genuine run of wave 1 recorded: no mismatch, the rest of the wave is handed out
     genuine = row_of(first_round(PackSearcher(spec, tmp_path / "ref", 2, print))[0], **{"fit/success": 1.0})
     s = PackSearcher(spec, tmp_path, n_slots=2, progress=print, recorded={genuine["run_id"]: genuine})
     assert len(first_round(s)) == 2 * 2 - 1 and not s.mismatch and s.resumed == 1
@@ -80,7 +83,7 @@ def test_resume_with_runs_this_spec_does_not_build_is_a_mismatch(tmp_path):
 
 def test_resumed_optuna_study_past_its_first_batch_is_not_a_mismatch(tmp_path):
     """A study whose first batch was told before the driver died resumes with its second batch: none of the
-    recorded runs is in that round, and that is right (Optuna is exempt from the round-1 check)."""
+    recorded runs is in that wave, and that is right (Optuna is exempt from the first-wave check)."""
     from pathlib import Path
 
     from sweeps.spec import load_spec
@@ -91,7 +94,8 @@ def test_resumed_optuna_study_past_its_first_batch_is_not_a_mismatch(tmp_path):
     told = [row_of(p, **{"val/mse": 0.1 * i}) for i, p in enumerate(first_round(s), 1)]
     assert len(told) == 2
     s.on_trial_complete("t0", {"rows": json.dumps(told)})
-    s.suggest("t1")                                  # the round is recorded: the study is told both trials
+    (study,) = s.search.studies.values()
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 2     # told as the trial completed
     resumed = PackSearcher(spec, tmp_path, n_slots=1, progress=print, recorded={r["run_id"]: r for r in told})
     nxt = first_round(resumed)
     assert not resumed.mismatch and len(nxt) == 2 and {p["meta"]["optuna.trial"] for p in nxt} == {2, 3}

@@ -18,7 +18,7 @@ from ftcore.adapters.base import Adapter, capacity_mask, pad_stack
 from ftcore.fields import check
 from ftcore.models.mlp import linear_init
 from ftcore.registry import ADAPTERS
-from ftkernels.packed_mlp import packed_mlp
+from ftkernels.packed_mlp import packed_mlp, packed_mlp_vjp
 
 
 @dataclass
@@ -68,6 +68,23 @@ class AdditiveReLU(Adapter):
 
     def output(self, x, y):
         return y + self.g(x)
+
+    def forward_with_vjp(self, x: torch.Tensor):
+        """The forward f(x) + g(x) (E, B, out) without autograd, and `set_grads(d)`, which sets the .grad of g's
+        parameters to ∂(Σ d ⊙ output)/∂θ by hand (ftkernels.packed_mlp.mlp_backward): for ftcore.fit's analytic
+        step. None when g's Triton kernels serve x (CUDA), under autocast, or when x requires grad."""
+        masks = [getattr(self, f"mask{i}") for i in range(len(self.Ws) - 1)]
+        params = list(self.Ws) + list(self.bs)
+        made = packed_mlp_vjp(x, list(self.Ws), list(self.bs), masks, residual=self.frozen_output(x))
+        if made is None:
+            return None
+        y, vjp = made
+
+        def set_grads(d: torch.Tensor) -> None:
+            dWs, dbs = vjp(d)
+            for p, g in zip(params, [*dWs, *dbs]):
+                p.grad = g
+        return y, set_grads
 
     def n_trainable(self):
         out = []

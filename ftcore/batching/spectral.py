@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 
 import torch
-from scipy.optimize import linear_sum_assignment
 
 from ftcore.batching.base import Strategy
 from ftcore.fields import check
@@ -73,6 +72,7 @@ def kmeans(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
 def equal_size_clusters(z: torch.Tensor, b: int, gen: torch.Generator) -> torch.Tensor:
     """Spectral clustering of the pairs with logits z (n, n) into n/B clusters of exactly B: (n/B, B) long,
     indices into range(n)."""
+    from scipy.optimize import linear_sum_assignment  # imported here: ~0.5 s that every Ray worker paid at start
     n = z.shape[0]
     k = n // b
     if k == 1:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from ftcore.losses import weighted_mse
+
 
 class Task:
     Config = None
@@ -65,8 +67,8 @@ class Task:
 
     @staticmethod
     def loss(pred: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """Weighted mean squared error per member: Σ_b w_b · mean_o (pred − y)²  -> (E,)."""
-        return (w * (pred - y).pow(2).mean(-1)).sum(-1)
+        """Weighted mean squared error per member: Σ_b w_b · mean_o (pred − y)²  -> (E,) (ftcore.losses)."""
+        return weighted_mse(pred, y, w)
 
     def evaluate(self, model) -> dict[str, torch.Tensor]:
         """Metrics, each a tensor (E,), slash-named (`fit/max_err`, `test/mse`)."""

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from ftcore.fields import check
+from ftcore.losses import weighted_mse
 from ftcore.models.mlp import build_model
 from ftcore.registry import TASKS
 from ftcore.seeding import generators
@@ -187,7 +188,7 @@ class IclRegression(SequenceTask):
     @staticmethod
     def loss(pred, y, w):
         """pred (E, B, 2K, 1) read at the x tokens vs y (E, B, K): Σ_b w_b · mean_k (ŷ_k − y_k)²  -> (E,)."""
-        return (w * (pred[..., ::2, 0] - y).pow(2).mean(-1)).sum(-1)
+        return weighted_mse(pred[..., ::2, 0], y, w)
 
     @torch.no_grad()
     def evaluate(self, model):

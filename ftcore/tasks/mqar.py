@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from ftcore.fields import check
+from ftcore.losses import weighted_mse
 from ftcore.models.mlp import build_model
 from ftcore.registry import TASKS
 from ftcore.seeding import generators
@@ -110,7 +111,7 @@ class Mqar(SequenceTask):
     @staticmethod
     def loss(pred, y, w):
         """pred (E, B, 2n+1, d) read at the query (last) token vs y (E, B, d): Σ_b w_b · mean_c (ŷ_c − y_c)²."""
-        return (w * (pred[..., -1, :] - y).pow(2).mean(-1)).sum(-1)
+        return weighted_mse(pred[..., -1, :], y, w)
 
     @torch.no_grad()
     def evaluate(self, model):

@@ -8,9 +8,10 @@ capacity values c_0 < c_1 < … < c_n, assuming success is monotone in capacity:
 2. bisection between the last failure and the first success, on ladder indices, until they are adjacent.
 
 A probe succeeds when at least `quorum` of its seeds succeed (fractions compared with a 0.01
-tolerance, so `quorum: 0.67` means two of three seeds). Every probe is recorded. All unfinished
-groups advance together, so one round = one probe per group = one pack (DESIGN.md §3). The number of
-probes per group is about log2(c*/c_0) + log2(gap) instead of the n + 1 of a full ladder scan.
+tolerance, so `quorum: 0.67` means two of three seeds). Every probe is recorded. Groups advance
+independently (`record` per group, in any order): the driver (capacity_driver.py) hands a group its next
+probe as soon as its last one is in, and groups that become ready together share packs (DESIGN.md §3). The
+number of probes per group is about log2(c*/c_0) + log2(gap) instead of the n + 1 of a full ladder scan.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ class CapacitySearch:
         return all(s.next is None for s in self.state.values())
 
     def pending(self) -> dict[str, int]:
-        """The capacity value each unfinished group probes in the next round."""
+        """The capacity value each unfinished group probes next (in flight or not)."""
         return {g: self.ladder[s.next] for g, s in self.state.items() if s.next is not None}
 
     def passes(self, n_success: int, n_seeds: int) -> bool:

@@ -1,5 +1,7 @@
-"""Capacity search as a round search: every unfinished group probes its next ladder value, all seeds
-(the ladder walk itself is sweeps/search/capacity.py)."""
+"""Capacity search as a wave search: each unfinished group probes its next ladder value on every seed as soon as
+its previous probe's rows are all in, whatever the other groups are doing (the ladder walk itself is
+sweeps/search/capacity.py). A group's walk depends only on its own probes' outcomes, so its threshold is the same
+whatever order the trials complete in."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -72,25 +74,26 @@ class CapacityDriver(RoundSearch):
         self.points = {group_label(p): p for p in spec.grid_points()}
         self.ladder = s.ladder_values()
         self.search = CapacitySearch(list(self.points), self.ladder, s.quorum)
-        self.asked: dict[str, int] = {}
 
     def next_round(self):
-        pending = self.search.pending()
-        if not pending:
+        """One probe (every seed) per unfinished group with nothing in flight; None when there is none."""
+        ready = {g: v for g, v in self.search.pending().items() if g not in self.expected}
+        if not ready:
             return None
-        self.round += 1
-        self.asked = pending
         param = self.spec.search.param
-        return [p for g, v in pending.items() for p in self.probes({**self.points[g], param: v}, g)]
+        return self.hand_out([p for g, v in ready.items()
+                              for p in self.probes({**self.points[g], param: v}, g,
+                                                   index=len(self.search.state[g].probes) + 1)])
 
-    def record(self, rows):
-        super().record(rows)
+    def wait_key(self, meta):
+        """A group's probe waits for its seeds' rows."""
+        return meta.get("group")
+
+    def complete(self, g, rows):
+        """The group's probe is in: a seed succeeds when its run is ok and `success` > 0.5."""
         key = self.spec.search.success
-        by_group: dict[str, list[bool]] = {g: [] for g in self.asked}
-        for r in rows:
-            by_group[r["group"]].append(r.get("status") == "ok" and float(r.get(key) or 0.0) > 0.5)
-        for g, v in self.asked.items():
-            self.search.record(g, v, by_group[g])
+        successes = [r.get("status") == "ok" and float(r.get(key) or 0.0) > 0.5 for r in rows]
+        self.search.record(g, self.search.pending()[g], successes)
 
     def counts(self):
         n_groups, n_seeds = len(self.points), len(self.spec.seed_list())

@@ -1,5 +1,5 @@
-"""Grid search: every grid point × seed, in a single round. With `search.pruner` (sweeps/pruners.py) the rows of
-pruned members pass through like the others (status `pruned`); nothing is re-run."""
+"""Grid search: every grid point × seed, in a single wave (no decision waits on its rows). With `search.pruner`
+(sweeps/pruners.py) the rows of pruned members pass through like the others (status `pruned`); nothing is re-run."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,5 +22,4 @@ class GridSearch(RoundSearch):
     def next_round(self):
         if self.round:
             return None
-        self.round = 1
-        return [p for point in self.spec.grid_points() for p in self.probes(point, group_label(point))]
+        return self.hand_out([p for point in self.spec.grid_points() for p in self.probes(point, group_label(point))])

@@ -6,6 +6,9 @@ For each grid point matching `search.only` (e.g. the gradient solver at one rank
 seeds of its metric. One objective is `metric` + `mode`; several are `metrics` + `directions` (e.g. val/mse and
 n_trainable, both min), a multi-objective study whose Pareto front the report draws (analysis/pareto_report.py).
 This is the paper's per-rank (lr, wd) selection on validation loss (papers.md §2(b)), with TPE instead of a grid.
+Groups run independently, with no barrier between them: a group's next batch is asked as soon as every proposal
+of its previous batch is told (a proposal is told once all its seeds' rows are in, whichever trials ran them);
+untuned groups run once, in the first wave.
 
 Samplers (`search.sampler`), each seeded by (group, trial number), so a resumed sweep (studies reloaded from the
 journal) asks what an undisturbed one would have asked; the first `batch` proposals are random (n_startup_trials):
@@ -272,6 +275,7 @@ class OptunaDriver(RoundSearch):
         self.studies = {g: optuna.create_study(study_name=f"{spec.name}:{g}", storage=self.storage,
                                                load_if_exists=True, directions=directions) for g in self.tuned}
         self.open: set[tuple[str, int]] = set()     # (group, optuna trial number) asked, not yet told
+        self.batches: dict[str, int] = {}           # group -> batches this driver asked it (its `round` meta)
         self.invalid = 0
 
     def _sampler(self, g: str, number: int) -> optuna.samplers.BaseSampler:
@@ -282,7 +286,7 @@ class OptunaDriver(RoundSearch):
         return SAMPLERS[s.sampler](seed % 2**32, s.batch)
 
     def _reissued(self, g: str) -> list[optuna.trial.FrozenTrial]:
-        """Trials of the journal asked but never told (the driver died mid-round): run them again."""
+        """Trials of the journal asked but never told (the driver died with them in flight): run them again."""
         return [t for t in self.studies[g].trials if t.state == TrialState.RUNNING and (g, t.number) not in self.open]
 
     def _base(self, key: str):
@@ -292,10 +296,10 @@ class OptunaDriver(RoundSearch):
     def _asked(self, g: str) -> int:
         return len(self.studies[g].trials)
 
-    def _proposal(self, g: str, number: int, params: dict) -> list | None:
+    def _proposal(self, g: str, number: int, params: dict, index: int = 1) -> list | None:
         """The probes of one proposal (every seed); None, with the trial told FAIL, when its config is invalid."""
         try:
-            return self.probes({**self.points[g], **params}, g, {"optuna.trial": number})
+            return self.probes({**self.points[g], **params}, g, {"optuna.trial": number}, index)
         except SpecError as e:
             self.storage.set_trial_user_attr(self._trial_id(g, number), "invalid", str(e))
             self.studies[g].tell(number, state=TrialState.FAIL)
@@ -308,40 +312,50 @@ class OptunaDriver(RoundSearch):
         return self.storage.get_trial_id_from_study_id_trial_number(study_id, number)
 
     def next_round(self):
-        s = self.spec.search
+        """One wave: the untuned groups' runs (first wave only), and the next batch of every tuned group whose
+        previous batch is all told (a group's proposals asked, never told, by a driver that died come first).
+        None when no group can ask now."""
         probes = []
-        self.round += 1
-        if self.round == 1:
+        if self.round == 0:
             for g in self.untuned:
                 probes += self.probes(self.points[g], g)
+        busy = {g for g, _ in self.open}
         for g in self.tuned:
-            study, asked = self.studies[g], []
-            for t in self._reissued(g):
-                asked.append((t.number, self.probes({**self.points[g], **t.params}, g, {"optuna.trial": t.number})))
-            while len(asked) < s.batch and self._asked(g) < s.n_trials:
-                study.sampler = self._sampler(g, len(study.trials))
-                trial = study.ask(self.space)
-                made = self._proposal(g, trial.number, trial.params)
-                if made is not None:
-                    asked.append((trial.number, made))
-            for number, made in asked:
-                self.open.add((g, number))
-                probes += made
-        if not probes:
-            self.round -= 1
-            return None
-        return probes
+            if g not in busy:
+                probes += self._batch(g)
+        return self.hand_out(probes) if probes else None
 
-    def record(self, rows):
-        super().record(rows)
-        by_trial: dict[tuple[str, int], list[dict]] = {}
-        for r in rows:
-            number = r.get("optuna.trial")
-            if number is not None and not (isinstance(number, float) and math.isnan(number)):
-                by_trial.setdefault((r["group"], int(number)), []).append(r)
-        for (g, number), seeds in by_trial.items():
-            self.open.discard((g, number))
-            self._tell(g, number, seeds)
+    def _batch(self, g: str) -> list:
+        """Group g's next batch: its reissued trials, then `batch` proposals in all (while the study has fewer
+        than n_trials); each proposal's probes carry its trial number and the group's batch index as `round`."""
+        s, study, asked = self.spec.search, self.studies[g], []
+        index = self.batches.get(g, 0) + 1
+        for t in self._reissued(g):
+            asked.append((t.number, self.probes({**self.points[g], **t.params}, g, {"optuna.trial": t.number},
+                                                index)))
+        while len(asked) < s.batch and self._asked(g) < s.n_trials:
+            study.sampler = self._sampler(g, len(study.trials))
+            trial = study.ask(self.space)
+            made = self._proposal(g, trial.number, trial.params, index)
+            if made is not None:
+                asked.append((trial.number, made))
+        if asked:
+            self.batches[g] = index
+        for number, _ in asked:
+            self.open.add((g, number))
+        return [p for _, made in asked for p in made]
+
+    def wait_key(self, meta):
+        """A proposal (group, Optuna trial number) waits for its seeds' rows; untuned runs wait for nothing."""
+        number = meta.get("optuna.trial")
+        if number is None or (isinstance(number, float) and math.isnan(number)):
+            return None
+        return meta["group"], int(number)
+
+    def complete(self, key, rows):
+        g, number = key
+        self.open.discard(key)
+        self._tell(g, number, rows)
 
     def _tell(self, g: str, number: int, seeds: list[dict]) -> None:
         """COMPLETE with the median over seeds of each objective's metric, FAIL or PRUNED (module docstring)."""
