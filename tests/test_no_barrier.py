@@ -207,6 +207,20 @@ def test_resume_replays_without_mismatch_and_reaches_the_same_thresholds(tmp_pat
     assert sorted(list(recorded) + [r["run_id"] for r in after]) == sorted(r["run_id"] for r in all_rows)
 
 
+def test_a_resume_that_replays_a_whole_lane_packs_the_other_lane_as_before(tmp_path):
+    """Auto pack size shares the slots among the lanes (n_slots // lanes): a resume whose recorded rows cover one lane
+    entirely still counts that lane, so the other lane's members train in the same packs as in an undisturbed run."""
+    spec = capacity_spec(ns=(2, 4, 6, 8))
+    undisturbed = drive(PackSearcher(spec, tmp_path / "ref", n_slots=4, progress=print), lambda ts: ts[0])
+    recorded = {r["run_id"]: r for r in undisturbed if r["group"].endswith("adapter.depth=2")}
+    assert recorded and len(recorded) < len(undisturbed)
+    resumed = PackSearcher(spec, tmp_path / "ref", n_slots=4, progress=print, recorded=recorded)
+    after = drive(resumed, lambda ts: ts[0], n0=100)
+    assert {r["run_id"] for r in after} == {r["run_id"] for r in undisturbed} - set(recorded)
+    packed = {r["run_id"]: r["packed_with"] for r in undisturbed}
+    assert all(r["packed_with"] == packed[r["run_id"]] for r in after)
+
+
 # ------------------------------------------------------------------ Optuna: per-group batches
 
 def optuna_spec(seeds=2) -> SweepSpec:
