@@ -418,9 +418,14 @@ def tune_loggers_off() -> None:
     """No second TensorBoard/CSV/JSON tree under DIR/ray: Tune adds its TBX, CSV and JSON logger callbacks unless
     TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=1 when the Tuner starts (ray/tune/utils/callback.py). The results Tune
     would read back from those files (the ResultGrid tuner.fit returns, unused here) are then missing; its
-    warning saying so is silenced. DIR/tb (sweeps.tensorboard) and the Parquet records are the sweep's outputs."""
+    warning saying so is silenced. DIR/tb (sweeps.tensorboard) and the Parquet records are the sweep's outputs.
+    Tune's upload of its own experiment state to DIR/ray races with its writes (Ray 2.60: a temporary
+    `.tmp-search_gen_state-*.json` it is renaming vanishes between the syncer's listing and its copy, seen when a
+    sweep ends at once) and logs the FileNotFoundError's traceback; ftsweep never reads that state back (resume
+    reads the Parquet records), so that logger is silenced too."""
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    logging.getLogger("ray.tune.execution.experiment_state").setLevel(logging.CRITICAL)
 
 
 def slots(ex, resources: dict) -> int:
