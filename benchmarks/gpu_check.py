@@ -29,10 +29,9 @@ what it measured. Sections (each case is `ok`, or carries `reason`: its error te
    train a fixed number of steps (early stop off) so both sides do the same work; the largest difference in final
    loss between a member packed and alone is recorded, and so are the packed rates at `train.precision` tf32 and
    bf16 (where TrainConfig has the field) and which implementation each op took (ftkernels.dispatch.ops_ran).
-4. cuda_graphs — one pack's training step (forward, backward, PackedAdamW) eager vs captured in a CUDA graph and
-   replayed. `fit` itself has host syncs in its loop, so the step is captured directly from fit's parts
-   (build_pack, train_loss, make_optimizer) on a fixed batch: a timing of the step's GPU work, not of a training run
-   (the AdamW step count is frozen in the graph). When `ftcore.fit` takes a `cuda_graphs` argument, fit is also
+4. cuda_graphs — one pack's training step (`ftcore.fit.train_step`: forward, backward, PackedAdamW) on a fixed
+   batch, eager vs replayed by `ftcore.graphs.GraphedStep` (what `cuda_graphs: auto` captures): a timing of the
+   step's GPU work, not of a training run. When `ftcore.fit` takes a `cuda_graphs` argument, fit is also
    run with it "off" and "auto" (ftcore/graphs.py) on the same members: wall time and whether the runs agree
    (statuses, steps, largest final-metric difference) — what decides whether `auto` can become the default.
 
@@ -863,7 +862,8 @@ def section_fit(rep, clock, args, torch, cuda, device) -> None:
 
 # ----------------------------------------------------------------------------------------- 4. CUDA graphs
 def graph_case(torch, cuda, device, dicts: list[dict], timed) -> dict:
-    """One pack's training step from fit's parts on a fixed batch: eager, and captured in a CUDA graph."""
+    """One pack's training step (`ftcore.fit.train_step`) on a fixed batch: eager, and as `cuda_graphs: auto`
+    replays it (`ftcore.graphs.GraphedStep`: warm-up steps on a side stream, one capture, then replays)."""
     from ftcore import member_from_dict
     from ftcore.fit import make_optimizer, train_step
     from ftcore.pack import build_pack
@@ -881,21 +881,22 @@ def graph_case(torch, cuda, device, dicts: list[dict], timed) -> dict:
     if not cuda:
         out.update(status="partial", reason="no CUDA: eager step only (CUDA graphs need a GPU)")
         return out
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):                               # warm-up off the default stream, as torch's docs do
-        for _ in range(3):
-            step()
-    torch.cuda.current_stream().wait_stream(s)
-    graph = torch.cuda.CUDAGraph()
+    if not hasattr(opt, "use_device_step"):
+        out.update(status="partial", reason="this pack's optimizer keeps no device step count (ftcore.graphs)")
+        return out
+    from ftcore.graphs import WARMUP, GraphedStep
+    graphed = GraphedStep(task, model, opt, batch, active, diverged_at, "fp32", train_step)
+    for s in range(WARMUP):                                  # eager, on a side stream
+        graphed(s, 1.0)
+    torch.cuda.synchronize()
     t0 = time.perf_counter()
-    with torch.cuda.graph(graph):
-        step()
+    graphed(WARMUP, 1.0)                                     # the capture, then its first replay
+    torch.cuda.synchronize()
     out["capture_s"] = round(time.perf_counter() - t0, 3)
-    out["graph_ms"] = timed(graph.replay)
+    out["graph_ms"] = timed(lambda: graphed(WARMUP, 1.0))
+    graphed.close()
     out["speedup"] = round(out["eager_ms"] / out["graph_ms"], 2) if out["graph_ms"] > 0 else None
-    out["note"] = ("step captured from fit's parts on a fixed batch (fit's loop syncs with the host); "
-                   "AdamW's step count is frozen in the graph: a timing, not a training run")
+    out["note"] = "ftcore.graphs.GraphedStep replaying fit's step on a fixed batch: a timing, not a training run"
     return out
 
 

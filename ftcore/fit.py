@@ -52,7 +52,7 @@ from ftcore.graphs import CHOICES as GRAPH_CHOICES
 from ftcore.graphs import GraphedStep, graphable
 from ftcore.losses import weighted_mse_and_grad
 from ftcore.optim import PackedAdamW
-from ftcore.pack import build_pack, check_pack  # noqa: F401  (check_pack: part of this module's API)
+from ftcore.pack import build_pack, check_pack, step_hook  # noqa: F401  (check_pack: part of this module's API)
 from ftcore.sgd import PackedSGD
 from ftcore.tasks.base import Task
 from ftkernels.dispatch import reset_ops
@@ -202,8 +202,7 @@ def analytic_forward(task, model, x: torch.Tensor, precision: str):
     ∂L/∂pred come from `weighted_mse_and_grad`, the parameters' gradients from `set_grads` — the same math as
     autograd's in fewer ops (benchmarks/bench_step.py), for the launch-bound CPU packs of the FTC sweeps."""
     fwd = getattr(model, "forward_with_vjp", None)
-    if fwd is None or precision == "bf16" or type(task).loss is not Task.loss \
-            or getattr(getattr(model, "base", model), "train_kwargs", None) is not None:
+    if fwd is None or precision == "bf16" or type(task).loss is not Task.loss or step_hook(model) is not None:
         return None
     return fwd(x)
 
@@ -250,7 +249,7 @@ def train_loss(task, model, x, y, w, step: int, precision: str = "fp32") -> torc
     transformer: loop curriculum and truncated loss) gets them as forward keywords and may return a list of
     predictions; the loss is then the mean of the task's loss over that list (papers.md §4(b)).
     `precision: bf16` runs the forward under autocast; the loss is always computed in fp32 (`upcast` predictions)."""
-    hook = getattr(getattr(model, "base", model), "train_kwargs", None)
+    hook = step_hook(model)
     with autocast(precision, next(model.parameters()).device):
         out = model(x, **hook(step)) if hook is not None else model(x)
     if not isinstance(out, (list, tuple)):

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import torch
 
+from ftcore.pack import step_hook
+
 CHOICES = ("off", "auto")
 WARMUP = 3
 
@@ -37,7 +39,7 @@ def graphable(task, model, batcher, dp, device, opt) -> bool:
     """Whether `cuda_graphs: auto` captures this pack's step (module docstring)."""
     return (torch.device(device).type == "cuda" and torch.cuda.is_available() and batcher is None and dp is None
             and bool(getattr(task, "static_batch", False)) and hasattr(opt, "use_device_step")
-            and getattr(getattr(model, "base", model), "train_kwargs", None) is None)
+            and step_hook(model) is None)
 
 
 class GraphedStep:

@@ -7,7 +7,7 @@
 pred, y (E, B, O); w (E, B). Autograd records five nodes for the expression (sub, pow, mean, mul, sum) and runs
 about ten ops backward; `_WeightedMSE` runs the forward's five ops without a graph and its backward in three
 (the launch-bound CPU packs of the FTC sweeps: benchmarks/bench_step.py). Gradients flow to `pred` only; when `y`
-or `w` require grad, or `y` broadcasts against `pred`, the plain expression is used (same value, autograd's graph).
+or `w` require grad, or `y` broadcasts against `pred`, the same value is computed through autograd's graph.
 `weighted_mse_and_grad` gives the value and the gradient with no autograd at all, for a model that runs its own
 reverse mode (ftcore.fit: the analytic step).
 """
@@ -43,7 +43,7 @@ class _WeightedMSE(torch.autograd.Function):
 def weighted_mse(pred: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """Σ_b w_b · mean_o (pred − y)² per member -> (E,) (module docstring)."""
     if y.requires_grad or w.requires_grad or pred.shape != y.shape:
-        return (w * (pred - y).pow(2).mean(-1)).sum(-1)
+        return _value(pred - y, w)                                      # through autograd's graph
     return _WeightedMSE.apply(pred, y, w)
 
 

@@ -22,6 +22,11 @@ from ftcore.registry import TASKS
 from ftcore.seeding import generators
 
 
+def step_hook(model):
+    """The base's `train_kwargs(step)` (per-step forward keywords: the looped transformer's curriculum), or None."""
+    return getattr(getattr(model, "base", model), "train_kwargs", None)
+
+
 def check_pack(members: list[MemberConfig]) -> None:
     keys = {m.pack_key() for m in members}
     if len(keys) != 1:

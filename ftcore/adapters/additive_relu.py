@@ -61,10 +61,13 @@ class AdditiveReLU(Adapter):
         self.Ws.append(nn.Parameter(torch.zeros(self.E, max_h[-1], out_dim)))                         # (E, H, out)
         self.bs.append(nn.Parameter(torch.zeros(self.E, out_dim)))
 
+    def masks(self) -> list[torch.Tensor]:
+        """The hidden layers' capacity masks (E, H_i)."""
+        return [getattr(self, f"mask{i}") for i in range(len(self.Ws) - 1)]
+
     def g(self, x: torch.Tensor) -> torch.Tensor:
         """x (E, B, in) -> g(x) (E, B, out): one fused packed MLP (ftkernels.packed_mlp)."""
-        masks = [getattr(self, f"mask{i}") for i in range(len(self.Ws) - 1)]
-        return packed_mlp(x, list(self.Ws), list(self.bs), masks)
+        return packed_mlp(x, list(self.Ws), list(self.bs), self.masks())
 
     def output(self, x, y):
         return y + self.g(x)
@@ -73,9 +76,8 @@ class AdditiveReLU(Adapter):
         """The forward f(x) + g(x) (E, B, out) without autograd, and `set_grads(d)`, which sets the .grad of g's
         parameters to ∂(Σ d ⊙ output)/∂θ by hand (ftkernels.packed_mlp.mlp_backward): for ftcore.fit's analytic
         step. None when g's Triton kernels serve x (CUDA), under autocast, or when x requires grad."""
-        masks = [getattr(self, f"mask{i}") for i in range(len(self.Ws) - 1)]
         params = list(self.Ws) + list(self.bs)
-        made = packed_mlp_vjp(x, list(self.Ws), list(self.bs), masks, residual=self.frozen_output(x))
+        made = packed_mlp_vjp(x, list(self.Ws), list(self.bs), self.masks(), residual=self.frozen_output(x))
         if made is None:
             return None
         y, vjp = made
