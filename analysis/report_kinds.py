@@ -385,3 +385,55 @@ class LoraThresholdReport(ReportKind):
             if self.select:
                 check_metric("select", self.select, columns)
             check_theory_numbers(self, {"epsilon": 0.0})
+
+
+@REPORTS.register("t2i_icl")
+class T2iIclReport(ReportKind):
+    """Text-to-image ICL analogue: accuracy vs k per arm, k / CoT / fine-tuning claims (analysis/t2i_report.py)."""
+    SECTION, FIGURE = "analysis.t2i_report:t2i_section", "t2i_icl"
+
+    @dataclass
+    class Config(ReportConfig):
+        kind: str = "t2i_icl"
+
+        def check(self, search_kind: str, columns: set[str]) -> None:
+            super().check(search_kind, columns)
+            check_theory_numbers(self, {"k_low": 1.0})
+
+
+@REPORTS.register("criterion_clustering")
+class CriterionClusteringReport(ReportKind):
+    """IC|TC analogue: clustering accuracy per criterion vs captioner width, ours against criterion-blind k-means
+    (analysis/clustering_report.py)."""
+    SECTION, FIGURE = "analysis.clustering_report:clustering_section", "criterion_clustering"
+
+    @dataclass
+    class Config(ReportConfig):
+        kind: str = "criterion_clustering"
+
+        def check(self, search_kind: str, columns: set[str]) -> None:
+            super().check(search_kind, columns)
+            if not self.x and "model.width" not in columns:
+                fail("x", "empty means model.width (the captioner's capacity), which is not a config column of "
+                          "this sweep")
+            if self.theory:
+                fail("theory", "criterion_clustering takes no theory values (its claims are against the baselines)")
+
+
+@REPORTS.register("feature_retrieval")
+class FeatureRetrievalReport(ReportKind):
+    """Bi-encoder vs TF-IDF per query kind, batch-selection arms, distillation width keeping 95% of the teacher's
+    MRR (analysis/feature_report.py)."""
+    SECTION, FIGURE = "analysis.feature_report:feature_section", "feature_retrieval"
+
+    @dataclass
+    class Config(ReportConfig):
+        kind: str = "feature_retrieval"
+
+        def check(self, search_kind: str, columns: set[str]) -> None:
+            super().check(search_kind, columns)
+            for key, v in self.theory.items():
+                if key != "keep":
+                    fail("theory", f"unknown key {key!r} for report.kind feature_retrieval; valid: keep")
+                if not 0 < v <= 1:
+                    fail("theory", f"keep must be in (0, 1] (got {v!r})")

@@ -21,9 +21,9 @@ from ftcore.registry import ADAPTERS, MODELS, TASKS
 METHODS = ("adam", "sgd", "construction")
 SCHEDULES = ("constant", "cosine")
 SAVES = ("none", "final")
-# flat columns that do not enter the run_id: where a base's files lie and whether a checkpoint is written
-# change no number of the run (its base's identity is `model.from.run_id`)
-NOT_HASHED = ("model.from.dir", "train.save")
+# flat columns that do not enter the run_id: where a base's (or a distilling task's teacher's) files lie and whether a
+# checkpoint is written change no number of the run (their identities are `model.from.run_id`, `task.teacher_run_id`)
+NOT_HASHED = ("model.from.dir", "task.teacher_dir", "train.save")
 # Flat columns added after the shipped sweeps' run_ids were pinned (tests/test_run_id_pin.py), with the value every
 # run recorded before the field existed implicitly had. A run_id is a hash of the flat config, so a new field in the
 # hash would give every existing run a new id and orphan its results (`ftsweep resume`, merges, `model.from` bases).
@@ -32,6 +32,7 @@ NOT_HASHED = ("model.from.dir", "train.save")
 # id). The default must never change afterwards: an entry's value is the behaviour of every pre-existing run.
 HASHED_UNLESS_DEFAULT: dict[str, Any] = {
     "train.precision": "fp32",      # issue 17: fp32 training is what every run before the field did
+    "model.output": "logits",       # issue 18 (hf_causal_lm): every HF run before the field read the logits
 }
 PRECISIONS = ("fp32", "tf32", "bf16")
 

@@ -42,6 +42,9 @@ def build_pack(members: list[MemberConfig], dtype: torch.dtype, device: torch.de
     if c0.source is not None:                 # model.from: the trained base, one (1, ...) copy shared by the pack
         base = load_base(c0.source).to(torch.float32)     # built like the task's own base, cast with the pack below
         task.use_base(base)                                # tasks whose labels derive from the base
+    teacher = task.teacher_source()
+    if teacher is not None:                   # task.teacher: a distilling task's teacher, loaded like a base
+        task.use_teacher(load_base(ModelFrom(*teacher)).to(torch.float32))
     in_dim, out_dim = task.io_dims(c0.task, c0.model)
     model = build_adapter([m.adapter for m in members], base, in_dim, out_dim, generators(seeds, "adapter"))
     model.run_ids = [m.run_id() for m in members]     # pack position -> run_id (states of members compacted away)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 HF_MODELS = ("hf_causal_lm",)
+VLM_MODELS = ("hf_vlm",)      # HF vision-language models (ftcore/models/hf_vlm.py): their own processor, no text task
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,10 @@ class HFTokenizer:
 
     def encode(self, text: str) -> list[int]:
         return list(self.tok(text, add_special_tokens=False)["input_ids"])
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """Many texts in one call (a fast tokenizer encodes them in parallel); the same ids as `encode` each."""
+        return [list(ids) for ids in self.tok(list(texts), add_special_tokens=False)["input_ids"]]
 
     def decode(self, ids) -> str:
         return self.tok.decode([int(i) for i in ids], skip_special_tokens=True)

@@ -131,6 +131,7 @@ def _merge(data: dict, overrides: list[str], limits: bool = True) -> SweepSpec:
     _overrides_replace_axes(spec, list(variant) + [o.split("=", 1)[0] for o in rest], data)
     _resolve_range_axes(spec, limits)
     _resolve_model_from(spec, data, list(variant) + [o.split("=", 1)[0] for o in rest])
+    _resolve_task_teacher(spec)
     return spec
 
 
@@ -186,6 +187,18 @@ def _resolve_model_from(spec: SweepSpec, data: dict, keys: list[str]) -> None:
     given = set(data.get("model") or {}) | {k.split(".")[1] for k in keys if k.startswith("model.")}
     try:
         spec.model = resolve_section(spec.model, given, spec.axes)
+    except ValueError as e:
+        _fail(str(e))
+
+
+def _resolve_task_teacher(spec: SweepSpec) -> None:
+    """`task.teacher` (sweeps.trained_base.resolve_teacher): a distilling task's teacher, a recorded run selected like
+    `model.from`; the task section gets the resolved `teacher_dir` and `teacher_run_id`."""
+    if "teacher" not in spec.task and not spec.task.get("teacher_run_id"):
+        return
+    from sweeps.trained_base import resolve_teacher
+    try:
+        spec.task = resolve_teacher(spec.task, spec.axes)
     except ValueError as e:
         _fail(str(e))
 

@@ -222,3 +222,38 @@ def check_member(m: MemberConfig) -> None:
                          f"model.from run {src.run_id} was trained with (in, out) = {tuple(theirs)} "
                          f"(task '{src.member.task.name}')")
     TASKS.get_entry(m.task.name).check_source(m.task, src.member.task)
+
+
+def resolve_teacher(task: dict, axes: dict) -> dict:
+    """`task.teacher` (distillation, e.g. `feature_retrieval`): a `model.from`-style selector {dir, run_id | best +
+    mode + where} naming the recorded run whose trained model the task loads as its teacher. Resolved once per spec
+    load like `model.from` (same rules and errors, labelled task.teacher): the task section gets `teacher_dir` and
+    `teacher_run_id` in place of the selector, so the teacher's run_id is part of each member's config and run_id.
+    A section that already holds the resolved pair (a saved spec.yaml on resume) is checked the same way. The task
+    class's `check_teacher(cfg, teacher_task_cfg, run_id)` says whether it can distil from that run, for the task
+    section and for every value of an axis over a task field."""
+    task = dict(task)
+    selector = task.pop("teacher", None)
+    if selector is None:
+        if not task.get("teacher_run_id"):
+            return task
+        selector = {"dir": task.get("teacher_dir"), "run_id": task["teacher_run_id"]}
+    elif task.get("teacher_run_id") or task.get("teacher_dir"):
+        raise ValueError("task.teacher: give the selector {dir, best, mode} or the resolved teacher_run_id and "
+                         "teacher_dir, not both")
+    cls = TASKS.get_entry(task.get("name"))
+    check_teacher = getattr(cls, "check_teacher", None)
+    if check_teacher is None:
+        raise ValueError(f"task.teacher: task '{task.get('name')}' does not distil from a teacher")
+    try:
+        source = resolve(selector)
+    except ValueError as e:
+        raise ValueError(str(e).replace("model.from", "task.teacher")) from None
+    task.update(teacher_dir=source.dir, teacher_run_id=source.run_id)
+    variants = [task]
+    for key, values in axes.items():
+        if key.startswith("task.") and isinstance(values, list):
+            variants += [{**task, key[len("task."):]: v} for v in values]
+    for v in variants:
+        check_teacher(convert(cls.Config, v, "task"), source.member.task, source.run_id)
+    return task

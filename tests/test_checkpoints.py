@@ -14,11 +14,10 @@ from ftcore.config import member_from_dict
 from ftcore.fit import build_pack, compact, fit, make_optimizer, saved_states, train_loss
 from ftcore.pack import load_base, rebuild
 from sweeps.cli import main
-from sweeps.execute import run_pack
-from sweeps.probe import Probe
 from sweeps.sink import ResultSink
 from sweeps.spec import SpecError, load_checked
 from sweeps.trained_base import row_member
+from tests.trained_sources import record_pack as record
 
 MLP = {"name": "mlp", "width": 8, "depth": 2}
 TEACHER = {"name": "lora_teacher", "batch_size": 16, "n_val": 32, "n_test": 32}
@@ -28,14 +27,6 @@ def cfg(adapter, seed=0, save="final", steps=12, model=MLP, task=TEACHER, **trai
     return {"model": dict(model), "adapter": dict(adapter), "task": dict(task),
             "train": {"steps": steps, "eval_every": 6, "lr": 1e-2, "save": save, "early_stop": False, **train},
             "seed": seed}
-
-
-def record(out, configs, trial="t0"):
-    """Train `configs` as one pack through the workers' run_pack and commit it to `out` -> rows."""
-    pack = [Probe.from_payload({"config": c, "meta": {"group": "", "round": 1}}) for c in configs]
-    runs, curves = run_pack(pack, {"sweep": "src"}, trial, out_dir=str(out))
-    ResultSink(out).write_pack(trial, runs, curves)
-    return runs
 
 
 @pytest.fixture(scope="module")

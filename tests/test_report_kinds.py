@@ -47,6 +47,9 @@ VALID = {
     "lora_threshold": ({"x": "adapter.rank", "y": "test/mse_rel", "select": "val/mse", "curve_by": ["train.method"],
                         "panel_by": ["model.activation", "model.width", "model.depth", "task.target_depth"],
                         "theory": {"epsilon": 0.01}}, "grid"),
+    "criterion_clustering": ({"x": "model.width", "panel_by": ["task.n"]}, "grid"),
+    "t2i_icl": ({"curve_by": ["model.name"], "theory": {"k_low": 2}}, "grid"),
+    "feature_retrieval": ({"curve_by": ["train.batch_selection"], "theory": {"keep": 0.95}}, "grid"),
 }
 
 

@@ -11,14 +11,14 @@ SWEEPS = sorted((Path(__file__).parent.parent / "sweeps").glob("*.yaml"))
 
 @pytest.fixture(scope="session")
 def sources(tmp_path_factory):
-    """What `model.from` / HF sweeps read before they validate (tests/needles_sources.py), built on first use."""
-    from needles_sources import make_dirs
+    """What `model.from` / HF sweeps read before they validate (tests/trained_sources.py), built on first use."""
+    from trained_sources import make_dirs
     return make_dirs(tmp_path_factory.mktemp("sources"))
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
 def test_every_shipped_sweep_validates(path, request):
-    from needles_sources import needs_sources, source_overrides
+    from trained_sources import needs_sources, source_overrides
     dirs = request.getfixturevalue("sources") if needs_sources(path) else {}
     spec = load_spec(path, source_overrides(path, "", dirs))
     assert validate(spec)

@@ -22,7 +22,7 @@ from ftcore.adapters.delta import SEQUENCE_MODELS
 from ftcore.adapters.lora_modules import init_down, inject, matches, merge, site_names
 from ftcore.fields import check
 from ftcore.registry import ADAPTERS
-from ftcore.tokenizers import HF_MODELS, is_hf
+from ftcore.tokenizers import HF_MODELS, VLM_MODELS, is_hf
 from ftkernels.lora_linear import grouped_lora_linear
 
 
@@ -68,7 +68,7 @@ class LoRA(Adapter):
     per_member = LoraConfig.per_member
     capacity_field = "rank"
 
-    models = ("mlp",) + SEQUENCE_MODELS + HF_MODELS
+    models = ("mlp",) + SEQUENCE_MODELS + HF_MODELS + VLM_MODELS
 
     @staticmethod
     def check_compatible(cfg, model_cfg, io_dims):

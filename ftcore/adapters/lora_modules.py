@@ -79,10 +79,11 @@ def site_names(model_cfg, io_dims: tuple[int, int]) -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=64)
 def _site_names(cfg_json: str, name: str, io_dims: tuple[int, int]) -> tuple[str, ...]:
-    if name == "hf_causal_lm":     # the same sites() the wrappers use, on the structure alone (`lm.` as HFCausalLM)
-        from ftcore.models.hf_causal_lm import meta_model
+    if name in ("hf_causal_lm", "hf_vlm"):    # the same sites() the wrappers use, on the structure alone
+        from ftcore.models import hf_causal_lm, hf_vlm
+        module, prefix = (hf_causal_lm, "lm") if name == "hf_causal_lm" else (hf_vlm, "vlm")   # the wrapper's attr
         cfg = json.loads(cfg_json)
-        return tuple(f"lm.{s.name}" for s in sites(meta_model(cfg["path"], bool(cfg["download"]))))
+        return tuple(f"{prefix}.{s.name}" for s in sites(module.meta_model(cfg["path"], bool(cfg["download"]))))
     from ftcore.models.mlp import build_model
     from ftcore.registry import MODELS
     cfg = MODELS.get_entry(name).Config(**json.loads(cfg_json))

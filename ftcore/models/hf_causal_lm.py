@@ -8,7 +8,12 @@ batch,
     ids (E, B, T)  ->  lm(ids.reshape(E·B, T)).logits  ->  (E, B, T, V),
 
 and a LoRA adapter's wrappers (adapters/lora_modules.py) unfold the rows per member again inside every adapted
-linear, so E fine-tunes cost one base forward over E batches (S-LoRA/Punica's SGMV; mLoRA). The base stays in
+linear, so E fine-tunes cost one base forward over E batches (S-LoRA/Punica's SGMV; mLoRA).
+`model.output: hidden` reads the last layer's hidden states instead (after the final norm; the LM head is not run),
+
+    ids (E, B, T)  ->  lm.base_model(ids).last_hidden_state  ->  (E, B, T, H),
+
+for tasks that pool them into text embeddings (`feature_retrieval`); its out_dim is H, not V. The base stays in
 eval mode (its dropout off) whatever mode the adapted model is put in: a frozen base is a fixed function.
 Positions are right-padded by the tasks; causal attention never lets padding reach an earlier position, so no
 attention mask is needed.
@@ -30,6 +35,7 @@ def _local(path: str, download: bool) -> dict:
     return {"local_files_only": not download}
 
 
+OUTPUTS = ("logits", "hidden")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
@@ -72,6 +78,11 @@ def load_tokenizer(path: str, download: bool = False):
     return tok
 
 
+def model_hidden_size(path: str, download: bool = False) -> int:
+    """H, the width of the last hidden states (the input embedding's columns)."""
+    return int(meta_model(path, download).get_input_embeddings().weight.shape[1])
+
+
 def model_vocab_size(path: str, download: bool = False) -> int:
     """Rows of the model's output logits (config.vocab_size)."""
     return int(hf_config(path, download).vocab_size)
@@ -96,17 +107,20 @@ class HFCausalLMConfig:
     name: str = "hf_causal_lm"
     path: str = ""            # local dir (save_pretrained) or, with download: true, a hub id
     download: bool = False    # allow transformers to fetch `path` from the hub
+    output: str = "logits"    # logits (E, B, T, V) | hidden: the last hidden states (E, B, T, H)
 
     per_member = ()
     required = ("path",)      # no default: a config must name its model
 
     def __post_init__(self):
         check_path(self.path, self.download)
+        check(self.output in OUTPUTS, "model.output", f"one of {', '.join(OUTPUTS)}", self.output)
 
 
 @MODELS.register("hf_causal_lm")
 class HFCausalLM(nn.Module):
-    """ids (E, B, T) -> logits (E, B, T, V) of one frozen HF causal LM shared by the pack's E members."""
+    """ids (E, B, T) -> logits (E, B, T, V) (or, `output: hidden`, the last hidden states (E, B, T, H)) of one
+    frozen HF causal LM shared by the pack's E members."""
     Config = HFCausalLMConfig
     member_axis = False       # parameters have no leading member axis (one copy per pack)
 
@@ -119,14 +133,21 @@ class HFCausalLM(nn.Module):
         self.lm = AutoModelForCausalLM.from_pretrained(cfg.path, dtype=torch.float32,
                                                        **_local(cfg.path, cfg.download))
         self.lm.eval()
+        if cfg.output == "hidden":
+            H = self.lm.get_input_embeddings().weight.shape[1]
+            if out_dim != H:
+                raise ValueError(f"model.path: the model's hidden states have {H} dimensions, the task expects {out_dim}")
+            return
         V = self.lm.get_output_embeddings().weight.shape[0]
         if out_dim != V:
             raise ValueError(f"model.path: the model's output vocabulary has {V} rows, the task expects {out_dim}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (E, B, T) token ids (any dtype; tasks carry ids as floats) -> (E, B, T, V)."""
+        """x (E, B, T) token ids (any dtype; tasks carry ids as floats) -> (E, B, T, V) (hidden: (E, B, T, H))."""
         E, B, T = x.shape[:3]
         ids = x.reshape(E * B, T).round().long()
+        if self.cfg.output == "hidden":
+            return self.lm.base_model(input_ids=ids, use_cache=False).last_hidden_state.reshape(E, B, T, -1)
         return self.lm(input_ids=ids, use_cache=False).logits.reshape(E, B, T, -1)
 
     def train(self, mode: bool = True):

@@ -35,8 +35,8 @@ def _corpus(n_lines: int = 400, seed: int = 0) -> list[str]:
     return lines
 
 
-def train_tokenizer(vocab_size: int = 512):
-    """A byte-level BPE (GPT-2's scheme) trained on `_corpus`, as a transformers fast tokenizer."""
+def train_tokenizer(vocab_size: int = 512, extra: tuple[str, ...] = ()):
+    """A byte-level BPE (GPT-2's scheme) trained on `_corpus` (plus `extra` lines), as a transformers fast tokenizer."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
     tok = Tokenizer(models.BPE())
@@ -44,7 +44,7 @@ def train_tokenizer(vocab_size: int = 512):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(_corpus(), trainer)
+    tok.train_from_iterator(_corpus() + list(extra), trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, bos_token=EOS, unk_token=EOS)
 
 
@@ -76,15 +76,55 @@ def save_tiny(out: str | Path, arch: str = "gpt2", n_embd: int = 64, n_layer: in
     return out
 
 
+VLM_CHAT = ("{% for m in messages %}{{ m['role'] }}: {% for c in m['content'] %}{% if c['type'] == 'image' %}<image>"
+            "{% else %}{{ c['text'] }}{% endif %}{% endfor %}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}")
+
+
+def save_tiny_vlm(out: str | Path, n_embd: int = 64, n_layer: int = 2, image_size: int = 32, patch: int = 8,
+                  extra: tuple[str, ...] = (), vocab_size: int = 512, seed: int = 0) -> Path:
+    """A tiny LLaVA (CLIP vision tower 32 wide, 2 layers, (image_size/patch)² patches; a 2-layer projector; a Llama
+    text model) with random weights, its processor (a CLIP image transform built in code, the byte-level BPE above
+    with an `<image>` token, a plain chat template) saved with save_pretrained to `out` -> the directory. The `extra`
+    lines (a task's answer words, its questions) are added 20 times each to the tokenizer's corpus, so a word becomes
+    one token and a question a few. Loaded back with
+    AutoModelForImageTextToText / AutoProcessor (`hf_vlm`)."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers.models.clip import CLIPImageProcessorPil
+    out = Path(out)
+    tok = train_tokenizer(vocab_size, tuple(w for w in extra for _ in range(20)))
+    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                              image_size=image_size, patch_size=patch, projection_dim=32)
+    text = LlamaConfig(vocab_size=len(tok), hidden_size=n_embd, intermediate_size=2 * n_embd, num_hidden_layers=n_layer,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, bos_token_id=0,
+                       eos_token_id=0, pad_token_id=0)
+    cfg = LlavaConfig(vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids("<image>"),
+                      image_seq_length=(image_size // patch) ** 2)
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(cfg)
+    images = CLIPImageProcessorPil(size={"shortest_edge": image_size}, crop_size={"height": image_size,
+                                                                                 "width": image_size})
+    proc = LlavaProcessor(image_processor=images, tokenizer=tok, patch_size=patch, num_additional_image_tokens=1,
+                          vision_feature_select_strategy="default", chat_template=VLM_CHAT)
+    model.save_pretrained(out)
+    proc.save_pretrained(out)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out")
-    ap.add_argument("--arch", choices=ARCHS, default="gpt2")
+    ap.add_argument("--arch", choices=[*ARCHS, "llava"], default="gpt2",
+                    help="llava: a tiny vision-language model for criterion_clustering's hf_vlm (its words as tokens)")
     ap.add_argument("--n-embd", type=int, default=64)
     ap.add_argument("--n-layer", type=int, default=2)
     ap.add_argument("--n-head", type=int, default=4)
     ap.add_argument("--vocab", type=int, default=512)
     a = ap.parse_args(argv)
+    if a.arch == "llava":
+        from ftcore.tasks.criterion_clustering import vlm_corpus
+        print(save_tiny_vlm(a.out, a.n_embd, a.n_layer, extra=vlm_corpus(), vocab_size=a.vocab))
+        return
     print(save_tiny(a.out, a.arch, a.n_embd, a.n_layer, a.n_head, a.vocab))
 
 

@@ -1,8 +1,10 @@
 """Tasks. Importing this package registers every task."""
 from ftcore.tasks import (  # noqa: F401
     contrastive,
+    criterion_clustering,
     digits_contrastive,
     dual_modes_task,
+    feature_retrieval,
     ftc_relabel,
     icl_regression,
     kv_retrieval,
@@ -11,5 +13,6 @@ from ftcore.tasks import (  # noqa: F401
     mqar,
     needles_finetune,
     sparse_parity,
+    t2i_icl,
 )
 from ftcore.tasks.base import Task  # noqa: F401

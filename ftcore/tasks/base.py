@@ -52,6 +52,15 @@ class Task:
         """The pack trains over `base` (a trained one, `model.from`) instead of the one `build_base` returned:
         a task whose data or reference numbers derive from the base recomputes them here."""
 
+    def teacher_source(self) -> tuple[str, str] | None:
+        """(run_id, dir) of the recorded run this pack's task distils from (`task.teacher`, resolved by the sweep
+        layer), or None. The pack loads it like a `model.from` base (ftcore.pack.load_base) and calls `use_teacher`."""
+        return None
+
+    def use_teacher(self, teacher: torch.nn.Module) -> None:
+        """A distilling task's teacher: the recorded run's trained model, frozen, member dim 1 (after build_base)."""
+        raise NotImplementedError(f"task '{self.registry_name}' does not distil from a teacher")
+
     def to(self, dtype: torch.dtype, device: torch.device | str | None = None) -> Task:
         """Move every tensor attribute (data) to `device` and cast the floating ones to dtype."""
         self.dtype, self.device = dtype, torch.device(device) if device is not None else self.device
