@@ -75,7 +75,7 @@ def _configs():
 
 
 def _defaults(cls):
-    if cls is MODELS["hf_causal_lm"].Config:       # no usable default: a hub id, never fetched here
+    if cls in (MODELS["hf_causal_lm"].Config, MODELS["hf_vlm"].Config):   # no usable default: a hub id, never fetched
         return cls(path="org/some-model", download=True)
     if cls is SEARCHES["capacity"].Config:
         return cls(param="adapter.width")
