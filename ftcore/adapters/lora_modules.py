@@ -19,6 +19,7 @@ Sites: `PackedLinear`, `nn.Linear` and transformers' `Conv1D` modules, plus the 
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import math
 from dataclasses import dataclass
@@ -79,14 +80,14 @@ def site_names(model_cfg, io_dims: tuple[int, int]) -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=64)
 def _site_names(cfg_json: str, name: str, io_dims: tuple[int, int]) -> tuple[str, ...]:
-    if name in ("hf_causal_lm", "hf_vlm"):    # the same sites() the wrappers use, on the structure alone
-        from ftcore.models import hf_causal_lm, hf_vlm
-        module, prefix = (hf_causal_lm, "lm") if name == "hf_causal_lm" else (hf_vlm, "vlm")   # the wrapper's attr
-        cfg = json.loads(cfg_json)
-        return tuple(f"{prefix}.{s.name}" for s in sites(module.meta_model(cfg["path"], bool(cfg["download"]))))
-    from ftcore.models.mlp import build_model
     from ftcore.registry import MODELS
-    cfg = MODELS.get_entry(name).Config(**json.loads(cfg_json))
+    cls = MODELS.get_entry(name)
+    if getattr(cls, "HF_ATTR", ""):     # the same sites() the wrappers use, on the structure alone (ftcore.models.*)
+        meta_model = importlib.import_module(cls.__module__).meta_model
+        cfg = json.loads(cfg_json)
+        return tuple(f"{cls.HF_ATTR}.{s.name}" for s in sites(meta_model(cfg["path"], bool(cfg["download"]))))
+    from ftcore.models.mlp import build_model
+    cfg = cls.Config(**json.loads(cfg_json))
     return tuple(s.name for s in sites(build_model(cfg, io_dims[0], io_dims[1], [torch.Generator()])))
 
 

@@ -117,12 +117,33 @@ class HFCausalLMConfig:
         check(self.output in OUTPUTS, "model.output", f"one of {', '.join(OUTPUTS)}", self.output)
 
 
+class FrozenHF(nn.Module):
+    """What every wrapper of one frozen Hugging Face model shared by a pack does alike (hf_causal_lm, hf_vlm): the
+    model lives in the attribute named by HF_ATTR (its parameters' and LoRA sites' prefix), stays in eval mode, is
+    frozen and counted whole."""
+    member_axis = False       # parameters have no leading member axis (one copy per pack)
+    HF_ATTR = ""
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        getattr(self, self.HF_ATTR).eval()      # the frozen base is a fixed function: dropout stays off
+        return self
+
+    def freeze(self):
+        for p in self.parameters():
+            p.requires_grad_(False)
+        return self
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in getattr(self, self.HF_ATTR).parameters())
+
+
 @MODELS.register("hf_causal_lm")
-class HFCausalLM(nn.Module):
+class HFCausalLM(FrozenHF):
     """ids (E, B, T) -> logits (E, B, T, V) (or, `output: hidden`, the last hidden states (E, B, T, H)) of one
     frozen HF causal LM shared by the pack's E members."""
     Config = HFCausalLMConfig
-    member_axis = False       # parameters have no leading member axis (one copy per pack)
+    HF_ATTR = "lm"
 
     def __init__(self, cfg: HFCausalLMConfig, in_dim: int, out_dim: int, gens: list[torch.Generator]):
         super().__init__()
@@ -149,16 +170,3 @@ class HFCausalLM(nn.Module):
         if self.cfg.output == "hidden":
             return self.lm.base_model(input_ids=ids, use_cache=False).last_hidden_state.reshape(E, B, T, -1)
         return self.lm(input_ids=ids, use_cache=False).logits.reshape(E, B, T, -1)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.lm.eval()          # the frozen base is a fixed function: dropout stays off
-        return self
-
-    def freeze(self) -> HFCausalLM:
-        for p in self.parameters():
-            p.requires_grad_(False)
-        return self
-
-    def n_params(self) -> int:
-        return sum(p.numel() for p in self.lm.parameters())

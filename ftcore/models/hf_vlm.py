@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ftcore.fields import check
-from ftcore.models.hf_causal_lm import _loading, _local, check_path
+from ftcore.models.hf_causal_lm import FrozenHF, _loading, _local, check_path
 from ftcore.registry import MODELS
 
 
@@ -72,7 +72,6 @@ def check_words(path: str, download: bool, words: tuple[str, ...]) -> None:
     """Config-time check of model.path (a saved model) and that its tokenizer starts the words with distinct
     tokens (the tokenizer alone is loaded)."""
     from ftcore.models.hf_causal_lm import load_tokenizer
-    check_path(path, download)
     first_tokens(load_tokenizer(path, download), list(words))
 
 
@@ -88,10 +87,10 @@ def meta_model(path: str, download: bool = False) -> nn.Module:
 
 
 @MODELS.register("hf_vlm")
-class HFVLM(nn.Module):
+class HFVLM(FrozenHF):
     """x (E, N, 3·S·S + P) -> answer-word scores (E, N, V) of one frozen HF vision-language model."""
     Config = HFVLMConfig
-    member_axis = False
+    HF_ATTR = "vlm"
 
     def __init__(self, cfg: HFVLMConfig, in_dim: int, out_dim: int, gens: list[torch.Generator]):
         super().__init__()
@@ -99,7 +98,6 @@ class HFVLM(nn.Module):
         from transformers.utils import logging as hf_logging
         hf_logging.disable_progress_bar()
         self.cfg, self.E, self.in_dim, self.out_dim = cfg, 1, in_dim, out_dim
-        check_path(cfg.path, cfg.download)
         kw = _local(cfg.path, cfg.download)
         self.processor = None     # loaded by set_prompts: a config check that builds the model for its module
         #                           names (adapters/lora_modules.site_names) never imports the processors
@@ -167,16 +165,3 @@ class HFVLM(nn.Module):
         if isinstance(feats, (list, tuple)):
             return torch.stack([f.reshape(-1, f.shape[-1]).mean(0) for f in feats])
         return feats.reshape(pixels.shape[0], -1, feats.shape[-1]).mean(1)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.vlm.eval()
-        return self
-
-    def freeze(self) -> HFVLM:
-        for q in self.parameters():
-            q.requires_grad_(False)
-        return self
-
-    def n_params(self) -> int:
-        return sum(q.numel() for q in self.vlm.parameters())
