@@ -1,7 +1,7 @@
 """The report section of the text-to-image in-context-learning ANALOGUE (`report.kind: t2i_icl`; CoBSAT, Zeng et
 al. 2024, papers.md §8; task `ftcore.tasks.t2i_icl`): accuracy vs the number k of demonstrations per arm, and
 computed statements (DESIGN.md §8) on the paper's effects — does accuracy rise with k, does chain-of-thought help,
-does fine-tuning on T2I-ICL data help.
+does fine-tuning on T2I-ICL data help — and, on a Hugging Face backbone, does its pretraining help.
 
 Rows carry `t2i/acc/kNN` (the fixed classifier reads both the query's named attribute and the latent θ in the
 generated image), `t2i/named/kNN`, `t2i/latent/kNN`, with cot `cot/acc/kNN`, and `before/t2i/acc/kNN` (step 0).
@@ -16,6 +16,8 @@ and ā_s = mean_{k_lo ≤ k ≤ K} a_s(k) (CoBSAT's average over N):
     CoT helps             Δ = mean(ā | task.cot = true) − mean(ā | task.cot = false) for curves agreeing on the
                           other curve columns; paired by seed when both arms ran the same seeds, else Welch;
                           shows iff CI above 0
+    pretraining helps     likewise model.weights = pretrained vs random (`hf_backbone`: the same architecture
+                          with freshly initialised weights)
     fine-tuning helps     rows with `model.from.run_id` (a fine-tuned base): Δ = mean_s (ā_s − ā_s^before),
                           paired (control: the same base before fine-tuning, step 0); shows iff CI above 0
 
@@ -81,18 +83,27 @@ def seeds_of(sub: pd.DataFrame) -> list:
     return sub["seed"].tolist() if "seed" in sub.columns else list(range(len(sub)))
 
 
-def cot_claims(groups: list[dict], cols: list[str], lo: int) -> list[dict]:
-    """CoT vs no-CoT for every pair of curves agreeing on the other curve columns."""
-    if COT not in cols:
+ARMS = {   # claim -> (column, treated value, control value, statement, the control's name)
+    "cot": (COT, "true", "false", "chain-of-thought helps", "the same arm without CoT"),
+    "pretrained": ("model.weights", "pretrained", "random", "the pretrained backbone helps",
+                   "the same architecture with random weights"),
+}
+
+
+def arm_claims(groups: list[dict], cols: list[str], name: str) -> list[dict]:
+    """Treated vs control arm (ARMS[name]) for every pair of curves agreeing on the other curve columns: the
+    difference of the per-seed window means, paired by seed when both ran the same seeds, else Welch."""
+    column, treated, control, text, control_text = ARMS[name]
+    if column not in cols:
         return []
-    rest = [c for c in cols if c != COT]
+    rest = [c for c in cols if c != column]
     out = []
     for g in groups:
-        if canon(g["values"][COT]) != "true":
+        if canon(g["values"][column]) != treated:
             continue
         for h in groups:
-            if canon(h["values"][COT]) != "false" or any(canon(h["values"][c]) != canon(g["values"][c])
-                                                         for c in rest):
+            if canon(h["values"][column]) != control or any(canon(h["values"][c]) != canon(g["values"][c])
+                                                            for c in rest):
                 continue
             a, b = g["window"], h["window"]
             sa, sb = g["seeds"], h["seeds"]
@@ -100,9 +111,9 @@ def cot_claims(groups: list[dict], cols: list[str], lo: int) -> list[dict]:
             if paired:
                 b = np.array([b[sb.index(s)] for s in sa])
             eff = difference(a, b, paired=paired)
-            c = claim(f"chain-of-thought helps ({label(rest, [g['values'][c] for c in rest]) or 'all'})", eff,
-                      f"the same arm without CoT ({'paired' if paired else 'Welch'} over seeds)", above=0)
-            out.append({"curve": g["label"], "control": h["label"], "claim": c})
+            c = claim(f"{text} ({label(rest, [g['values'][c] for c in rest]) or 'all'})", eff,
+                      f"{control_text} ({'paired' if paired else 'Welch'} over seeds)", above=0)
+            out.append({"curve": g["label"], "control": h["label"], "claim": c, "name": name})
     return out
 
 
@@ -180,12 +191,14 @@ def t2i_section(runs: pd.DataFrame, meta: SweepMeta, outdir: Path, *, n_boot: in
                      "ceiling": bool(acc[:, ks.index(lo)].mean() >= CEILING), "claims": cl})
     if not rows:
         return Section(f"{FLAG} t2i_icl report skipped: no run has every k of accuracy and latent accuracy.\n")
-    cot = cot_claims(groups, cols, lo)
-    claim_recs += [c["claim"].record(curve=c["curve"], claim="cot", control_curve=c["control"]) for c in cot]
+    arms = {name: arm_claims(groups, cols, name) for name in ARMS}
+    claim_recs += [c["claim"].record(curve=c["curve"], claim=c["name"], control_curve=c["control"])
+                   for pairs in arms.values() for c in pairs]
     chance = float(pd.to_numeric(ok.get("t2i/chance", pd.Series([np.nan])), errors="coerce").mean())
     fig = plot(plotted, chance, outdir / figure_name)
-    md = ["ANALOGUE of CoBSAT (Zeng et al. 2024): procedural images, a sequence model trained here emits the "
-          "query's image, a fixed checked linear classifier scores it. Accuracy = both the named attribute and "
+    md = ["ANALOGUE of CoBSAT (Zeng et al. 2024): procedural images, a sequence model (trained here, or a Hugging "
+          "Face transformer stack between trained read-in/read-out) emits the query's image, a fixed checked linear "
+          "classifier scores it. Accuracy = both the named attribute and "
           f"the latent θ read correctly; k = 0 is the chance control for θ (1/n_latent = {num(chance)}). "
           "Mean over seeds [95% Student-t interval], status ok.", ""]
     if hidden:
@@ -194,7 +207,7 @@ def t2i_section(runs: pd.DataFrame, meta: SweepMeta, outdir: Path, *, n_boot: in
                  + [("named", f"named @k={ks[-1]}"), ("latent", f"θ @k={ks[-1]}"), ("cot", f"CoT word @k={ks[-1]}"),
                     ("window", f"mean k≥{lo}"), ("before", f"before: mean k≥{lo}")]),
            "", f"![accuracy vs k]({fig.name})", "", "### Claims (DESIGN.md §8)", ""]
-    all_claims = [c for r in rows for c in r["claims"].values()] + [c["claim"] for c in cot]
+    all_claims = [c for r in rows for c in r["claims"].values()] + [c["claim"] for p in arms.values() for c in p]
     md.append(claims_markdown(all_claims))
     at_ceiling = [r["curve"] for r in rows if r["ceiling"]]
     if at_ceiling:
@@ -205,8 +218,9 @@ def t2i_section(runs: pd.DataFrame, meta: SweepMeta, outdir: Path, *, n_boot: in
         if any(name in r["claims"] for r in rows):
             md.append(f"* {text}: **{'shows' if hits else 'does not show'}**"
                       + (f" for {', '.join(f'`{h}`' for h in hits)}." if hits else " for any curve."))
-    if cot:
-        hits = [c["curve"] for c in cot if c["claim"].shows]
-        md.append(f"* Chain-of-thought helps: **{'shows' if hits else 'does not show'}**"
-                  + (f" for {', '.join(f'`{h}`' for h in hits)}." if hits else " for any arm."))
+    for name, pairs in arms.items():
+        hits = [c["curve"] for c in pairs if c["claim"].shows]
+        if pairs:
+            md.append(f"* {ARMS[name][3].capitalize()}: **{'shows' if hits else 'does not show'}**"
+                      + (f" for {', '.join(f'`{h}`' for h in hits)}." if hits else " for any arm."))
     return Section("\n".join(md) + "\n", [], [fig], claim_recs)

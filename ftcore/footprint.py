@@ -22,9 +22,10 @@ def _nbytes(t: torch.Tensor) -> int:
 
 
 def shares_base(member: MemberConfig) -> bool:
-    """Whether the member's pack holds one copy of its base for all members (not one per member)."""
-    from ftcore.tokenizers import is_hf
-    return member.source is not None or is_hf(member.model)
+    """Whether the member's pack holds one copy of its base for all members (not one per member): a trained base
+    (`model.from`) or a model without a member axis (the Hugging Face wrappers)."""
+    from ftcore.registry import MODELS
+    return member.source is not None or not getattr(MODELS.get_entry(member.model.name), "member_axis", True)
 
 
 def footprint(member: MemberConfig) -> tuple[int, int]:
@@ -32,7 +33,7 @@ def footprint(member: MemberConfig) -> tuple[int, int]:
     from ftcore.pack import build_pack
     dtype = torch.float64 if member.train.method == "construction" else torch.float32
     task, model = build_pack([member], dtype)
-    shared = sum(_nbytes(p) for p in model.base.parameters()) if shares_base(member) else 0
+    shared = sum(_nbytes(p) for p in model.base.parameters() if not p.requires_grad) if shares_base(member) else 0
     return shared, _member_bytes(task, model) - shared
 
 

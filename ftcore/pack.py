@@ -41,6 +41,8 @@ def build_pack(members: list[MemberConfig], dtype: torch.dtype, device: torch.de
     base = task.build_base()                  # also the task's data
     if c0.source is not None:                 # model.from: the trained base, one (1, ...) copy shared by the pack
         base = load_base(c0.source).to(torch.float32)     # built like the task's own base, cast with the pack below
+        if hasattr(base, "for_members"):                   # parameters each member trains from the source's
+            base = base.for_members(len(members))
         task.use_base(base)                                # tasks whose labels derive from the base
     teacher = task.teacher_source()
     if teacher is not None:                   # task.teacher: a distilling task's teacher, loaded like a base

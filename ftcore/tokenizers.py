@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 HF_MODELS = ("hf_causal_lm",)
 VLM_MODELS = ("hf_vlm",)      # HF vision-language models (ftcore/models/hf_vlm.py): their own processor, no text task
+BACKBONE_MODELS = ("hf_backbone",)   # an HF transformer stack fed feature tokens (ftcore/models/hf_backbone.py)
 
 
 @dataclass(frozen=True)

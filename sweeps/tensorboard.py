@@ -10,7 +10,9 @@ Layout (``tb_root`` is ``DIR/tb``)::
         step 0           _hparams_/session_start_info   hparams of this run, its run_id among them
         each eval step   one Event: a simple_value per numeric metric of that evaluation
         last eval step   final metrics that differ from the last eval's (same tags as the metric_infos)
-        last eval step   _hparams_/session_end_info     status (ok -> SUCCESS, else FAILURE)
+        last eval step   _hparams_/session_end_info     status (ok -> SUCCESS, diverged/failed -> FAILURE;
+                                                        pruned -> UNKNOWN: TensorBoard has no "pruned", and a run
+                                                        the search stopped early did not fail)
 
 Run names say what varies (``run_name``): the grid point's axis values, then the searched values (capacity
 parameter, Optuna proposals), then the seed, one path component each:
@@ -68,7 +70,7 @@ _AXIS_SPLIT = re.compile(r",(?=[A-Za-z_][A-Za-z0-9_.]*=)")         # 'a.b=1,c=x,
 _MAX_COMPONENT = 120
 SWEEP_RUN = "sweep"                                                # tb_root/sweep: the driver's scalars
 _STATUS = {"ok": api_pb2.STATUS_SUCCESS, "diverged": api_pb2.STATUS_FAILURE,
-           "failed": api_pb2.STATUS_FAILURE, "pruned": api_pb2.STATUS_FAILURE}
+           "failed": api_pb2.STATUS_FAILURE, "pruned": api_pb2.STATUS_UNKNOWN}   # stopped by the search: not failed
 
 
 # --------------------------------------------------------------------------- run names

@@ -45,7 +45,8 @@ def resolve_section(model: dict, given: set[str], axes: dict) -> dict:
     source = resolve(model["from"])
     cfg = source.member.model
     for k in sorted(given - {"from"}):
-        _agree(f"model.{k}", k, model[k], cfg, source)
+        if k in model:           # an override of an axis choice's field lives in the choices (checked below)
+            _agree(f"model.{k}", k, model[k], cfg, source)
     for key, values in axes.items():
         if key == "model":
             for i, choice in enumerate(values if isinstance(values, list) else []):
@@ -75,34 +76,35 @@ def _agree(label: str, fld: str, value, cfg, source: Source) -> None:
                          f"(model.{fld}={ours!r}); leave it out or give the same value")
 
 
-def resolve(selector) -> Source:
-    """`model.from` (a mapping: dir + run_id, or dir + best + mode [+ where]) -> the source run."""
+def resolve(selector, label: str = "model.from") -> Source:
+    """`model.from` (a mapping: dir + run_id, or dir + best + mode [+ where]) -> the source run. `label`: the field
+    its errors name (`task.teacher` for a teacher selected alike)."""
     if not isinstance(selector, dict):
-        raise ValueError(f"model.from: must be a mapping {{dir, run_id}} or {{dir, best, mode, where}} (got {selector!r})")
+        raise ValueError(f"{label}: must be a mapping {{dir, run_id}} or {{dir, best, mode, where}} (got {selector!r})")
     bad = sorted(set(selector) - set(SELECTOR_KEYS))
     if bad:
-        raise ValueError(f"model.from.{bad[0]}: unknown key; valid: {', '.join(SELECTOR_KEYS)}")
+        raise ValueError(f"{label}.{bad[0]}: unknown key; valid: {', '.join(SELECTOR_KEYS)}")
     if not selector.get("dir") or not isinstance(selector["dir"], str):
-        raise ValueError(f"model.from.dir: the output directory (path or URI) of the sweep that trained the base is "
+        raise ValueError(f"{label}.dir: the output directory (path or URI) of the sweep that trained the base is "
                          f"required (got {selector.get('dir')!r})")
     has_id, has_best = selector.get("run_id") is not None, selector.get("best") is not None
     if has_id == has_best:
         raise ValueError("model.from: give exactly one of run_id, or best (with mode and optionally where)")
     if has_id and (selector.get("mode") is not None or selector.get("where")):
         raise ValueError("model.from: mode and where select among runs with best; with run_id leave them out")
-    where, rows = _runs(selector["dir"])
+    where, rows = _runs(selector["dir"], label)
     if has_id:
-        row = _by_id(rows, str(selector["run_id"]), where)
+        row = _by_id(rows, str(selector["run_id"]), where, label)
     else:
-        row = _best(rows, selector, where)
+        row = _best(rows, selector, where, label)
     rid = row["run_id"]
     key = (where, rid)
     if key not in _SOURCES:
-        _SOURCES[key] = _source(where, row)
+        _SOURCES[key] = _source(where, row, label)
     return _SOURCES[key]
 
 
-def _runs(dir_: str) -> tuple[str, list[dict]]:
+def _runs(dir_: str, label: str) -> tuple[str, list[dict]]:
     """(normalized dir, its committed runs rows); ValueError for a missing dir or one that holds no runs.
     Reads only: nothing is created in DIR (the sink is opened only where runs/ and curves/ exist)."""
     from sweeps.sink import ResultSink
@@ -110,50 +112,50 @@ def _runs(dir_: str) -> tuple[str, list[dict]]:
     try:
         loc = Location.of(dir_)
         if not loc.exists():
-            raise ValueError(f"model.from.dir: {dir_} does not exist (run the sweep that writes it first, or give "
-                             "model.from.dir=DIR)")
+            raise ValueError(f"{label}.dir: {dir_} does not exist (run the sweep that writes it first, or give "
+                             f"{label}.dir=DIR)")
         if not loc.child("runs").exists() or not loc.child("curves").exists():
-            raise ValueError(f"model.from.dir: {dir_} holds no runs/ (not a sweep output directory)")
+            raise ValueError(f"{label}.dir: {dir_} holds no runs/ (not a sweep output directory)")
         rows = ResultSink(loc).read_rows("runs")
     except ValueError:
         raise
     except Exception as e:                 # noqa: BLE001 (pyarrow: unreachable URI, credentials, corrupt part, ...)
-        raise ValueError(f"model.from.dir: cannot read {dir_} ({' '.join(str(e).split())[:200]})") from None
+        raise ValueError(f"{label}.dir: cannot read {dir_} ({' '.join(str(e).split())[:200]})") from None
     if not rows:
-        raise ValueError(f"model.from.dir: {dir_} holds no recorded runs")
+        raise ValueError(f"{label}.dir: {dir_} holds no recorded runs")
     return loc.where, rows
 
 
-def _by_id(rows: list[dict], rid: str, where: str) -> dict:
+def _by_id(rows: list[dict], rid: str, where: str, label: str) -> dict:
     hits = [r for r in rows if r.get("run_id") == rid]
     if not hits:
-        raise ValueError(f"model.from.run_id: no run {rid} in {where}")
+        raise ValueError(f"{label}.run_id: no run {rid} in {where}")
     if len(hits) > 1:
-        raise ValueError(f"model.from.run_id: {rid} matches {len(hits)} rows in {where} (one expected)")
+        raise ValueError(f"{label}.run_id: {rid} matches {len(hits)} rows in {where} (one expected)")
     if not hits[0].get("checkpoint"):
-        raise ValueError(f"model.from.run_id: run {rid} in {where} has no checkpoint (train it with train.save: final)")
+        raise ValueError(f"{label}.run_id: run {rid} in {where} has no checkpoint (train it with train.save: final)")
     return hits[0]
 
 
-def _best(rows: list[dict], selector: dict, where: str) -> dict:
+def _best(rows: list[dict], selector: dict, where: str, label: str) -> dict:
     metric, mode, filt = selector["best"], selector.get("mode"), selector.get("where") or {}
     columns = sorted(set().union(*rows))
     if mode not in MODES:
-        raise ValueError(f"model.from.mode: must be one of {', '.join(MODES)} (got {mode!r})")
+        raise ValueError(f"{label}.mode: must be one of {', '.join(MODES)} (got {mode!r})")
     if not isinstance(metric, str) or metric not in columns:
         metrics = [c for c in columns if "/" in c]
-        raise ValueError(f"model.from.best: {metric!r} is not a column of the runs in {where}; "
+        raise ValueError(f"{label}.best: {metric!r} is not a column of the runs in {where}; "
                          f"metrics: {', '.join(metrics) or 'none'}")
     if not isinstance(filt, dict):
-        raise ValueError(f"model.from.where: must map columns to values (got {filt!r})")
+        raise ValueError(f"{label}.where: must map columns to values (got {filt!r})")
     for col in filt:
         if col not in columns:
-            raise ValueError(f"model.from.where: {col!r} is not a column of the runs in {where}")
+            raise ValueError(f"{label}.where: {col!r} is not a column of the runs in {where}")
     chosen = [r for r in rows if all(_same(r.get(c), v) for c, v in filt.items())]
     with_ckpt = [r for r in chosen if r.get("checkpoint") and _finite(r.get(metric))]
     if not with_ckpt:
         what = f"where {filt}" if filt else "at all"
-        raise ValueError(f"model.from: no run in {where} matches {what} with a checkpoint and a finite {metric} "
+        raise ValueError(f"{label}: no run in {where} matches {what} with a checkpoint and a finite {metric} "
                          f"({len(chosen)} match, {sum(bool(r.get('checkpoint')) for r in chosen)} with a checkpoint)")
     sign = 1.0 if mode == "min" else -1.0
     return min(with_ckpt, key=lambda r: (sign * float(r[metric]), r["run_id"]))     # ties: the smaller run_id
@@ -167,7 +169,7 @@ def _finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _source(where: str, row: dict) -> Source:
+def _source(where: str, row: dict, label: str) -> Source:
     """The source run's config from its row's config columns; checks that its checkpoint exists and that its
     trained change can be merged into a base."""
     from sweeps.storage import Location
@@ -175,9 +177,9 @@ def _source(where: str, row: dict) -> Source:
     try:
         member = row_member(row)
     except (ValueError, TypeError) as e:
-        raise ValueError(f"model.from: the config of run {rid} in {where} does not load ({e})") from None
+        raise ValueError(f"{label}: the config of run {rid} in {where} does not load ({e})") from None
     if not ADAPTERS.get_entry(member.adapter.name).mergeable:
-        raise ValueError(f"model.from: run {rid} trained adapter '{member.adapter.name}', which cannot be merged "
+        raise ValueError(f"{label}: run {rid} trained adapter '{member.adapter.name}', which cannot be merged "
                          "into a base; choose a run of a mergeable adapter (full, lora, bias_only, last_layers)")
     path = checkpoint_path(ModelFrom(run_id=rid, dir=where))
     try:
@@ -185,7 +187,7 @@ def _source(where: str, row: dict) -> Source:
     except Exception:                                   # noqa: BLE001 (pyarrow raises many kinds)
         present = False
     if not present:
-        raise ValueError(f"model.from: run {rid}'s checkpoint {relative_path(rid)} is missing from {where}")
+        raise ValueError(f"{label}: run {rid}'s checkpoint {relative_path(rid)} is missing from {where}")
     return Source(where, rid, member)
 
 
@@ -245,10 +247,7 @@ def resolve_teacher(task: dict, axes: dict) -> dict:
     check_teacher = getattr(cls, "check_teacher", None)
     if check_teacher is None:
         raise ValueError(f"task.teacher: task '{task.get('name')}' does not distil from a teacher")
-    try:
-        source = resolve(selector)
-    except ValueError as e:
-        raise ValueError(str(e).replace("model.from", "task.teacher")) from None
+    source = resolve(selector, "task.teacher")
     task.update(teacher_dir=source.dir, teacher_run_id=source.run_id)
     variants = [task]
     for key, values in axes.items():

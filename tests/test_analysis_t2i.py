@@ -1,6 +1,6 @@
 """The `t2i_icl` report (analysis/t2i_report.py) on synthetic rows: each verdict — θ inferred in context, accuracy
-rises with k, CoT helps, fine-tuning helps — reached where the effect is built in and not where it is absent, plus
-the guards (missing columns, the report.theory key)."""
+rises with k, CoT helps, fine-tuning helps, a pretrained backbone helps — reached where the effect is built in and
+not where it is absent, plus the guards (missing columns, the report.theory key)."""
 from __future__ import annotations
 
 import numpy as np
@@ -73,6 +73,23 @@ def test_cot_helps_paired_by_seed(tmp_path, gain, want):
     cot = [c for c in sec.claims if c["claim"] == "cot"]
     assert len(cot) == 1 and cot[0]["verdict"] == want and cot[0]["control_curve"].endswith("task.cot=false")
     assert "paired" in cot[0]["control"] and ("Chain-of-thought helps: **" + want) in sec.markdown
+
+
+@pytest.mark.parametrize("gain,want", [(0.3, "shows"), (0.0, "does not show")])
+def test_pretrained_backbone_helps_per_rank(tmp_path, gain, want):
+    """model.weights pretrained vs random, paired within each LoRA rank (the hf variant's control)."""
+    base = [0.25, 0.4, 0.4, 0.4, 0.4]
+    recs = []
+    for i, r in enumerate((0, 4)):
+        recs += rows(base, rng=10 + i, **{"model.weights": "random", "adapter.rank": r})
+        recs += rows([base[0]] + [a + gain for a in base[1:]], rng=20 + i,
+                     **{"model.weights": "pretrained", "adapter.rank": r})
+    sec = section(recs, tmp_path, ["model.weights", "adapter.rank"])
+    pre = [c for c in sec.claims if c["claim"] == "pretrained"]
+    assert [(c["curve"], c["control_curve"]) for c in pre] == [
+        (f"model.weights=pretrained,adapter.rank={r}", f"model.weights=random,adapter.rank={r}") for r in (0, 4)]
+    assert {c["verdict"] for c in pre} == {want}
+    assert f"The pretrained backbone helps: **{want}**" in sec.markdown and not verdicts(sec, "cot")
 
 
 def test_cot_welch_when_seeds_differ(tmp_path):

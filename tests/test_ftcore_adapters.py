@@ -83,7 +83,8 @@ OTHER_HOSTS = {"embeddings": {"name": "contrastive", "n": 6, "dim": 3, "batch_si
 MLP_ONLY = {"lora": ("layers", "tune_bias")}        # fields of an adapter that only its mlp path has
 MODULE_ONLY = {"lora": ("targets",)}                 # ... and that only its module path (sequence, HF) has
 ELSEWHERE = {"hf_causal_lm": "tests/test_hf_lora.py",     # adaptable models whose contract needs a token task
-             "hf_vlm": "tests/test_clustering_vlm.py"}  # ... or images and prompts
+             "hf_vlm": "tests/test_clustering_vlm.py",  # ... or images and prompts
+             "hf_backbone": "tests/test_hf_backbone.py"}  # ... or a saved HF model
 
 
 def applies(aname: str, fixed: dict, mname: str, mcfg: dict) -> bool:

@@ -75,7 +75,8 @@ def _configs():
 
 
 def _defaults(cls):
-    if cls in (MODELS["hf_causal_lm"].Config, MODELS["hf_vlm"].Config):   # no usable default: a hub id, never fetched
+    if cls in (MODELS["hf_causal_lm"].Config, MODELS["hf_vlm"].Config, MODELS["hf_backbone"].Config):
+        # no usable default: a hub id, never fetched
         return cls(path="org/some-model", download=True)
     if cls is SEARCHES["capacity"].Config:
         return cls(param="adapter.width")

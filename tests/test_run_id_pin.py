@@ -2,7 +2,8 @@
 the config boundary; sweeps added later are pinned when they are added): every grid point x seed of every sweep and
 variant, with a capacity ladder's first, middle and last value. A change that moves one id would orphan every recorded
 result (resume, merges, base checkpoints). Variants that read a recorded run (`model.from`, `task.teacher`:
-needles_finetune, feature_retrieval, feature_distill, t2i_icl[finetune]) are left out: their ids hash that run's id."""
+needles_finetune, feature_retrieval, feature_distill, t2i_icl[finetune]) are left out: their ids hash that run's id; so
+are variants on a Hugging Face model by path (its path is in their ids)."""
 import hashlib
 import json
 from pathlib import Path

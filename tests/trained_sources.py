@@ -28,6 +28,7 @@ STAGES: dict[str, tuple[str, list[str]]] = {
                                                          "model.from.dir={feature_pretrain_gpu}",
                                                          "train.batch_selection=shuffle"]),
     "t2i_pretrain": ("t2i_pretrain.yaml", T2I_TINY),
+    "t2i_pretrain_hf": ("t2i_pretrain.yaml", ["variant=hf", "model.path={hf_tiny}", *T2I_TINY]),
 }
 
 
@@ -61,15 +62,17 @@ def source_overrides(path: Path, variant: str, dirs: dict[str, Path]) -> list[st
     run, task.teacher.dir for a task distilling from one, model.path for an HF model."""
     data, chosen = _chosen(path, variant)
     model = {**(data.get("model") or {}), **{k[6:]: v for k, v in chosen.items() if k.startswith("model.")}}
+    arms = chosen.get("axes.model", (data.get("axes") or {}).get("model")) or []
+    names = {model.get("name")} | {a.get("name") for a in arms if isinstance(a, dict)}
     teacher = chosen.get("task.teacher") or (data.get("task") or {}).get("teacher")
     out = []
     if "from" in model:
         out.append(f"model.from.dir={dirs[Path(model['from']['dir']).name]}")
     if isinstance(teacher, dict) and "dir" in teacher:
         out.append(f"task.teacher.dir={dirs[Path(teacher['dir']).name]}")
-    if model.get("name") == "hf_causal_lm":
+    if names & {"hf_causal_lm", "hf_backbone"}:
         out.append(f"model.path={dirs['hf_tiny']}")
-    if model.get("name") == "hf_vlm":                     # a tiny LLaVA (callers' fakes may lack the key)
+    if "hf_vlm" in names:                     # a tiny LLaVA (callers' fakes may lack the key)
         out.append(f"model.path={dirs.get('hf_tiny_vlm', dirs.get('hf_tiny'))}")
     return out
 

@@ -21,8 +21,8 @@ from ftcore.adapters.base import Adapter, capacity_mask, pad_stack
 from ftcore.adapters.delta import SEQUENCE_MODELS
 from ftcore.adapters.lora_modules import init_down, inject, matches, merge, site_names
 from ftcore.fields import check
-from ftcore.registry import ADAPTERS
-from ftcore.tokenizers import HF_MODELS, VLM_MODELS, is_hf
+from ftcore.registry import ADAPTERS, MODELS
+from ftcore.tokenizers import BACKBONE_MODELS, HF_MODELS, VLM_MODELS
 from ftkernels.lora_linear import grouped_lora_linear
 
 
@@ -68,7 +68,7 @@ class LoRA(Adapter):
     per_member = LoraConfig.per_member
     capacity_field = "rank"
 
-    models = ("mlp",) + SEQUENCE_MODELS + HF_MODELS + VLM_MODELS
+    models = ("mlp",) + SEQUENCE_MODELS + HF_MODELS + VLM_MODELS + BACKBONE_MODELS
 
     @staticmethod
     def check_compatible(cfg, model_cfg, io_dims):
@@ -81,7 +81,7 @@ class LoRA(Adapter):
             return
         check(not cfg.layers and not cfg.tune_bias, "adapter.layers/tune_bias",
               f"unset on model {model_cfg.name} (it adapts the modules named by adapter.targets)", cfg.layers)
-        if is_hf(model_cfg):
+        if getattr(MODELS.get_entry(model_cfg.name), "HF_ATTR", ""):      # any Hugging Face model: no default
             check(bool(cfg.targets), "adapter.targets", "module-name patterns for an HF model (e.g. [c_attn] for "
                   "GPT-2, [q_proj, v_proj] for Llama)", cfg.targets)
         names = site_names(model_cfg, io_dims)
@@ -146,10 +146,12 @@ class LoRA(Adapter):
         return super().merged_base()
 
     def n_trainable(self):
-        """r_e · Σ (fan_in + fan_out) over the adapted layers (peft's count), plus the tuned biases."""
+        """r_e · Σ (fan_in + fan_out) over the adapted layers (peft's count), plus the tuned biases (and a base's
+        own trained parameters: hf_backbone's read-in/read-out)."""
         if self.modular:
             per_rank = sum(w.fan_in + w.fan_out for _, w in self.wrapped)
-            return [r * per_rank for r in self.ranks]
+            own = sum(p[0].numel() for p in self.base.parameters() if p.requires_grad)
+            return [r * per_rank + own for r in self.ranks]
         dims = self.base.dims
         per_rank = sum(dims[l] + dims[l + 1] for l in self.layers)
         bias = sum(dims[l + 1] for l in self.layers) if self.cfgs[0].tune_bias else 0

@@ -33,9 +33,12 @@ class Osgd(Strategy):
         self.combos = all_combinations(n, b)                                      # (C, B)
 
     def select(self, step, logits):
+        """The argmax batch per member, chosen on the logits' device (no host synchronisation in a step)."""
         z = logits()                                                              # (E, N, N)
-        combos = self.combos.to(z.device).expand(z.shape[0], *self.combos.shape)  # (E, C, B)
+        if self.combos.device != z.device:                                        # moved once, kept there
+            self.combos = self.combos.to(z.device)
+        combos = self.combos.expand(z.shape[0], *self.combos.shape)               # (E, C, B)
         losses = symmetric_infonce(batch_logits(z, combos))                       # (E, C)
         best = losses.argmax(-1)                                                  # (E,)
         self.scored += self.combos.shape[0]
-        return self.combos[best.cpu()].unsqueeze(1)                               # (E, 1, B)
+        return self.combos[best].unsqueeze(1)                                     # (E, 1, B)

@@ -124,6 +124,11 @@ class FrozenHF(nn.Module):
     member_axis = False       # parameters have no leading member axis (one copy per pack)
     HF_ATTR = ""
 
+    def __init__(self):
+        super().__init__()
+        from transformers.utils import logging as hf_logging
+        hf_logging.disable_progress_bar()        # one loading bar per pack would flood a sweep's log
+
     def train(self, mode: bool = True):
         super().train(mode)
         getattr(self, self.HF_ATTR).eval()      # the frozen base is a fixed function: dropout stays off
@@ -148,8 +153,6 @@ class HFCausalLM(FrozenHF):
     def __init__(self, cfg: HFCausalLMConfig, in_dim: int, out_dim: int, gens: list[torch.Generator]):
         super().__init__()
         from transformers import AutoModelForCausalLM
-        from transformers.utils import logging as hf_logging
-        hf_logging.disable_progress_bar()        # one bar per pack would flood a sweep's log
         self.cfg, self.E = cfg, 1
         self.lm = AutoModelForCausalLM.from_pretrained(cfg.path, dtype=torch.float32,
                                                        **_local(cfg.path, cfg.download))

@@ -6,7 +6,7 @@ What the tests, the multi-LoRA benchmark and a first `variant=hf` run load throu
 on a few kilobytes of text made of the kv vocabulary's characters (digits, letters, punctuation), so every prompt
 of the text tasks tokenises.
 
-    python -m ftcore.models.hf_tiny DIR [--arch gpt2|llama] [--n-embd 64] [--n-layer 2] [--vocab 512]
+    python -m ftcore.models.hf_tiny DIR [--arch gpt2|llama] [--n-embd 64] [--n-layer 2] [--vocab 512] [--seed 0]
 """
 from __future__ import annotations
 
@@ -120,12 +120,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-layer", type=int, default=2)
     ap.add_argument("--n-head", type=int, default=4)
     ap.add_argument("--vocab", type=int, default=512)
+    ap.add_argument("--seed", type=int, default=0, help="the weights' draw (hf_backbone's `weights: random` is seed 0's)")
     a = ap.parse_args(argv)
     if a.arch == "llava":
         from ftcore.tasks.criterion_clustering import vlm_corpus
-        print(save_tiny_vlm(a.out, a.n_embd, a.n_layer, extra=vlm_corpus(), vocab_size=a.vocab))
+        print(save_tiny_vlm(a.out, a.n_embd, a.n_layer, extra=vlm_corpus(), vocab_size=a.vocab, seed=a.seed))
         return
-    print(save_tiny(a.out, a.arch, a.n_embd, a.n_layer, a.n_head, a.vocab))
+    print(save_tiny(a.out, a.arch, a.n_embd, a.n_layer, a.n_head, a.vocab, seed=a.seed))
 
 
 if __name__ == "__main__":

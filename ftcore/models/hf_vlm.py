@@ -95,8 +95,6 @@ class HFVLM(FrozenHF):
     def __init__(self, cfg: HFVLMConfig, in_dim: int, out_dim: int, gens: list[torch.Generator]):
         super().__init__()
         from transformers import AutoModelForImageTextToText
-        from transformers.utils import logging as hf_logging
-        hf_logging.disable_progress_bar()
         self.cfg, self.E, self.in_dim, self.out_dim = cfg, 1, in_dim, out_dim
         kw = _local(cfg.path, cfg.download)
         self.processor = None     # loaded by set_prompts: a config check that builds the model for its module

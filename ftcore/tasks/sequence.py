@@ -1,21 +1,31 @@
 """`SequenceTask`: what every task fed to the sequence models shares (papers.md §0.1, §4–§7).
 
 Prompts are token sequences (E, B, T, in) for `transformer`, `looped_transformer`, `mamba`, `hybrid` and
-`mambaformer`; each member draws its training prompts from its own advancing generator (stream "batches");
-a step trains on `batch_size` prompts (the pack planner's rows); models with learned positions
-(`model.n_positions`) must cover the longest sequence, which the subclass states with `seq_len(cfg)`.
+`mambaformer`, and for `hf_backbone` (a Hugging Face transformer stack between trained read-in/read-out); each
+member draws its training prompts from its own advancing generator (stream "batches"); a step trains on
+`batch_size` prompts (the pack planner's rows); models with learned positions (`model.n_positions`, an HF model's
+position table) must cover the longest sequence, which the subclass states with `seq_len(cfg)`.
 """
 from __future__ import annotations
 
 from ftcore.fields import check
 from ftcore.seeding import generators
 from ftcore.tasks.base import Task
+from ftcore.tokenizers import BACKBONE_MODELS
 
 SEQ_MODELS = ("transformer", "looped_transformer", "mamba", "hybrid", "mambaformer")
 
 
+def positions(model_cfg) -> tuple[int | None, str]:
+    """(the longest sequence the model's position table covers or None, the field that sets it)."""
+    if model_cfg.name in BACKBONE_MODELS:
+        from ftcore.models.hf_backbone import max_positions
+        return max_positions(model_cfg.path, model_cfg.download), "model.path"
+    return getattr(model_cfg, "n_positions", None), "model.n_positions"
+
+
 class SequenceTask(Task):
-    models = SEQ_MODELS
+    models = SEQ_MODELS + BACKBONE_MODELS
 
     def __init__(self, cfgs, model_cfg, seeds):
         super().__init__(cfgs, model_cfg, seeds)
@@ -28,10 +38,15 @@ class SequenceTask(Task):
 
     @classmethod
     def check_compatible(cls, cfg, model_cfg, adapter_cfg, train_cfg):
-        n_pos = getattr(model_cfg, "n_positions", None)
-        if n_pos is not None:
-            T, why = cls.seq_len(cfg)
-            check(n_pos >= T, "model.n_positions", f">= {why} = {T}", n_pos)
+        n_pos, where = positions(model_cfg)
+        if n_pos is None:
+            return
+        T, why = cls.seq_len(cfg)
+        if where == "model.n_positions":
+            check(n_pos >= T, where, f">= {why} = {T}", n_pos)
+        else:
+            check(n_pos >= T, where, f"a model whose position table covers {why} = {T} (it has {n_pos})",
+                  model_cfg.path)
 
     @classmethod
     def rows(cls, cfg):
