@@ -12,7 +12,10 @@ shared by the pack (`AutoModel.from_pretrained(model.path)`: no LM head; its own
 The read-in/read-out are the member's own parameters (leading member axis, trained under every adapter: `freeze`
 freezes the transformer only; over a trained base, `model.from`, every member starts from the source's), so
 `adapter: lora` tunes the transformer's linears (`adapter.targets`, e.g. [c_attn] for GPT-2) on top of the trained
-projection, and LoRA rank 0 trains the projection alone (the frozen pretrained transformer).
+projection, and LoRA rank 0 trains the projection alone (the frozen pretrained transformer). A task whose first
+input features are words (`Task.input_words`: t2i_icl's texts) has them enter as the model's own tokens: the
+read-in's row of word w starts at the mean of the model's input embeddings of the tokens of " w" (the same for
+every member; trained with the rest), so a multi-hot text token is the sum of its words' embeddings.
 
 `model.weights: random` builds the same architecture from its config with freshly initialised weights (HF's own
 init, torch seeded with 0: one fixed draw for every member and pack, so packing never changes a member's base) —
@@ -67,6 +70,14 @@ def max_positions(path: str, download: bool = False) -> int | None:
     return None
 
 
+@functools.lru_cache(maxsize=8)
+def word_ids(path: str, download: bool, words: tuple[str, ...]) -> tuple[tuple[int, ...], ...]:
+    """The model tokenizer's ids of " w" for every word w (a one-line config error without a tokenizer)."""
+    from ftcore.models.hf_causal_lm import load_tokenizer
+    tok = load_tokenizer(path, download)
+    return tuple(tuple(tok(" " + w, add_special_tokens=False)["input_ids"]) for w in words)
+
+
 def load_stack(cfg: HFBackboneConfig) -> nn.Module:
     """The pretrained stack, or (weights: random) the same architecture freshly initialised with seed 0. A directory
     that lacks some of the stack's weights is refused (transformers would initialise them at random and go on);
@@ -111,6 +122,13 @@ class HFBackbone(FrozenHF):
         for p in self.lm.parameters():
             p.requires_grad_(False)
         return self
+
+    @torch.no_grad()
+    def embed_words(self, words: tuple[str, ...]) -> None:
+        """Read-in rows 0 … len(words)−1 := each word's mean token embedding (E, F, H)[:, w] = mean_t emb[t]."""
+        emb = self.lm.get_input_embeddings().weight                                 # (vocab, H)
+        for w, ids in enumerate(word_ids(self.cfg.path, self.cfg.download, tuple(words))):
+            self.read_in.weight[:, w] = emb[list(ids)].mean(0)
 
     @torch.no_grad()
     def for_members(self, E: int) -> HFBackbone:

@@ -44,6 +44,12 @@ class Task:
         """Training rows per step for one member: used to bucket packs with little padding."""
         return 1
 
+    @staticmethod
+    def input_words(cfg) -> tuple[str, ...]:
+        """The words that the first input features stand for (feature i = word i, a multi-hot of the text's words),
+        or () — a model with its own word embeddings (`hf_backbone`) starts those features' read-in at them."""
+        return ()
+
     # -- the pack ----------------------------------------------------------------------------------
     def build_base(self) -> torch.nn.Module:
         raise NotImplementedError

@@ -177,6 +177,11 @@ class T2iIcl(SequenceTask):
         return V + D + N_FLAGS, D + V
 
     @staticmethod
+    def input_words(cfg):
+        """Feature v < V is word v of images.vocabulary() (the texts' multi-hot)."""
+        return vocabulary()
+
+    @staticmethod
     def seq_len(cfg):
         return cfg.dims()[2], "2 * task.k_max + 1 (+ 1 with task.cot)"
 
