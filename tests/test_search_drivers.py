@@ -78,7 +78,8 @@ def run_round(spec: SweepSpec, search, probes) -> list[dict]:
 
 def test_optuna_resume_asks_what_an_undisturbed_study_asks(tmp_path):
     """The driver dies after asking round 2 (its trials RUNNING in the journal, never told); a new driver on
-    the same journal runs those proposals again and then asks the same round 3 as an undisturbed run."""
+    the same journal runs those proposals again and then asks the same round 3 as an undisturbed run — with the
+    same `round` (the group's batch index) on every run as the undisturbed run, not restarting at 1."""
     spec = lora_spec(only={"train.method": "adam"}, params={"train.lr": Param(low=1e-3, high=1e-1, log=True)},
                      n_trials=6, batch=2)
     _, undisturbed = run_rounds(spec, tmp_path / "ref")
@@ -105,6 +106,11 @@ def test_optuna_resume_asks_what_an_undisturbed_study_asks(tmp_path):
         rows += rows_n
     got = {r["run_id"] for r in rows} | {p.member.run_id() for p in lost}
     assert sorted(got) == expected
+    want_round = {r["run_id"]: r["round"] for r in undisturbed}
+    assert {r["run_id"]: r["round"] for r in rows} == {r["run_id"]: want_round[r["run_id"]] for r in rows}
+    reasked = [p for p in again if "optuna.trial" in p.meta]
+    assert reasked and {p.meta["round"] for p in reasked} == {2} == {want_round[p.member.run_id()] for p in reasked}
+    assert max(want_round.values()) == 3 and 3 in {r["round"] for r in rows}
 
 
 # ------------------------------------------------------------------ Optuna as Optuna users know it (issue 16, item 4)

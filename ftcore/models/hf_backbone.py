@@ -62,7 +62,7 @@ def meta_model(path: str, download: bool = False) -> nn.Module:
 
 
 def max_positions(path: str, download: bool = False) -> int | None:
-    """The longest sequence the model's position table covers (None: rotary, no table)."""
+    """The longest sequence the model's config allows (n_positions or max_position_embeddings; None: it names none)."""
     cfg = hf_config(path, download)
     for key in ("n_positions", "max_position_embeddings"):
         if getattr(cfg, key, None):
@@ -128,7 +128,8 @@ class HFBackbone(FrozenHF):
         """Read-in rows 0 … len(words)−1 := each word's mean token embedding (E, F, H)[:, w] = mean_t emb[t]."""
         emb = self.lm.get_input_embeddings().weight                                 # (vocab, H)
         for w, ids in enumerate(word_ids(self.cfg.path, self.cfg.download, tuple(words))):
-            self.read_in.weight[:, w] = emb[list(ids)].mean(0)
+            if ids:                                   # a word the tokenizer drops keeps the member's drawn row
+                self.read_in.weight[:, w] = emb[list(ids)].mean(0)
 
     @torch.no_grad()
     def for_members(self, E: int) -> HFBackbone:
