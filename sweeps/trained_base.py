@@ -89,9 +89,9 @@ def resolve(selector, label: str = "model.from") -> Source:
                          f"required (got {selector.get('dir')!r})")
     has_id, has_best = selector.get("run_id") is not None, selector.get("best") is not None
     if has_id == has_best:
-        raise ValueError("model.from: give exactly one of run_id, or best (with mode and optionally where)")
+        raise ValueError(f"{label}: give exactly one of run_id, or best (with mode and optionally where)")
     if has_id and (selector.get("mode") is not None or selector.get("where")):
-        raise ValueError("model.from: mode and where select among runs with best; with run_id leave them out")
+        raise ValueError(f"{label}: mode and where select among runs with best; with run_id leave them out")
     where, rows = _runs(selector["dir"], label)
     if has_id:
         row = _by_id(rows, str(selector["run_id"]), where, label)

@@ -174,7 +174,7 @@ def _spec(tmp_path, teacher: str, extra: str = "") -> Path:
 
 
 @pytest.mark.parametrize("case", ["ok", "missing-dir", "best-not-a-column", "other-catalogue", "both", "no-teacher-task",
-                                  "where-matches-nothing"])
+                                  "where-matches-nothing", "id-and-best"])
 def test_teacher_resolution_and_its_mistakes(case, chain, tmp_path, capsys):
     root = chain[0]
     d = json.dumps(str(root / "teach"))
@@ -187,6 +187,8 @@ def test_teacher_resolution_and_its_mistakes(case, chain, tmp_path, capsys):
         extra, expect = ", catalogue_seed: 3", "task.catalogue_seed"
     elif case == "both":
         extra, expect = f", teacher_run_id: {chain[2][0]['run_id']}, teacher_dir: {d}", "not both"
+    elif case == "id-and-best":
+        teacher, expect = f"{{dir: {d}, run_id: abc, best: val/mrr, mode: max}}", "task.teacher: give exactly one"
     elif case == "where-matches-nothing":
         teacher, expect = f"{{dir: {d}, best: val/mrr, mode: max, where: {{train.batch_selection: full}}}}", "no run"
     spec = _spec(tmp_path, teacher, extra)
