@@ -39,14 +39,13 @@ def build_pack(members: list[MemberConfig], dtype: torch.dtype, device: torch.de
     c0, seeds = members[0], [m.seed for m in members]
     task = TASKS.get_entry(c0.task.name)([m.task for m in members], c0.model, seeds)
     base = task.build_base()                  # also the task's data
-    words = task.input_words(c0.task)
-    if words and hasattr(base, "embed_words"):    # a pretrained model reads the task's words as its own tokens
-        base.embed_words(words)
     if c0.source is not None:                 # model.from: the trained base, one (1, ...) copy shared by the pack
         base = load_base(c0.source).to(torch.float32)     # built like the task's own base, cast with the pack below
         if hasattr(base, "for_members"):                   # parameters each member trains from the source's
             base = base.for_members(len(members))
         task.use_base(base)                                # tasks whose labels derive from the base
+    elif hasattr(base, "embed_words") and (words := task.input_words(c0.task)):
+        base.embed_words(words)               # a pretrained model reads the task's words as its own tokens
     teacher = task.teacher_source()
     if teacher is not None:                   # task.teacher: a distilling task's teacher, loaded like a base
         task.use_teacher(load_base(ModelFrom(*teacher)).to(torch.float32))

@@ -38,9 +38,10 @@ class SequenceTask(Task):
 
     @classmethod
     def check_compatible(cls, cfg, model_cfg, adapter_cfg, train_cfg):
-        if model_cfg.name in BACKBONE_MODELS and cls.input_words(cfg):     # its words become the model's tokens
+        words = cls.input_words(cfg)
+        if model_cfg.name in BACKBONE_MODELS and words:     # its words become the model's tokens: a tokenizer needed
             from ftcore.models.hf_backbone import word_ids
-            word_ids(model_cfg.path, model_cfg.download, tuple(cls.input_words(cfg)))
+            word_ids(model_cfg.path, model_cfg.download, tuple(words))
         n_pos, where = positions(model_cfg)
         if n_pos is None:
             return

@@ -67,6 +67,11 @@ ALIASES = {"minimize": "min", "maximize": "max"}         # Optuna's own words, s
 BATCH = "ftcore.batch"      # a trial's user attr: the group's batch index it was asked in (the `round` column)
 
 
+def _batch_of(trial) -> int:
+    """The batch index trial was asked in (0: asked before the index was stored)."""
+    return int(trial.user_attrs.get(BATCH, 0))
+
+
 def _sampler_tpe(seed: int, n_startup: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup, constant_liar=True)
 
@@ -278,8 +283,8 @@ class OptunaDriver(RoundSearch):
         self.studies = {g: optuna.create_study(study_name=f"{spec.name}:{g}", storage=self.storage,
                                                load_if_exists=True, directions=directions) for g in self.tuned}
         self.open: set[tuple[str, int]] = set()     # (group, optuna trial number) asked, not yet told
-        self.batches = {g: max((int(t.user_attrs.get(BATCH, 0)) for t in st.trials), default=0)   # group -> batches
-                        for g, st in self.studies.items()}     # asked so far (its `round` meta), across resumes
+        self.batches = {g: max(map(_batch_of, st.trials), default=0)     # group -> batches asked so far (its `round`
+                        for g, st in self.studies.items()}           # meta), across resumes
         self.invalid = 0
 
     def _sampler(self, g: str, number: int) -> optuna.samplers.BaseSampler:
@@ -334,7 +339,7 @@ class OptunaDriver(RoundSearch):
         than n_trials); each proposal's probes carry its trial number and the group's batch index as `round`."""
         s, study, asked = self.spec.search, self.studies[g], []
         reissued = self._reissued(g)
-        died_in = max((int(t.user_attrs.get(BATCH, 0)) for t in reissued), default=0)
+        died_in = max(map(_batch_of, reissued), default=0)
         index = died_in or self.batches.get(g, 0) + 1          # the batch a driver died in keeps its index
         for t in reissued:
             asked.append((t.number, self.probes({**self.points[g], **t.params}, g, {"optuna.trial": t.number},
@@ -342,7 +347,7 @@ class OptunaDriver(RoundSearch):
         while len(asked) < s.batch and self._asked(g) < s.n_trials:
             study.sampler = self._sampler(g, len(study.trials))
             trial = study.ask(self.space)
-            self.storage.set_trial_user_attr(self._trial_id(g, trial.number), BATCH, index)
+            trial.set_user_attr(BATCH, index)
             made = self._proposal(g, trial.number, trial.params, index)
             if made is not None:
                 asked.append((trial.number, made))
